@@ -1,0 +1,254 @@
+"""The simulation engine shared by every emulated backend: Poisson inputs, recurrent spikes, the step loop.
+
+``Engine(chip)`` owns the dynamic state of one chip and advances it by whole steps with ``run(n_steps)``, which
+returns the window's true statistics (``WindowStats``). The numpy emulator calls it directly; the Lava process
+model calls the same object inside its ``run_spk``; so both give the same spikes to the bit.
+
+Inputs (MODEL.md 6). External sources are Bernoulli per step with p = rate*dt, generated in fixed blocks of
+``BLOCK_STEPS`` steps from the chip's run-time input stream, so the spike trains do not depend on how a caller
+cuts time into windows. Within a pool all sources share one rate, so the (step, source) grid of a block is one
+i.i.d. Bernoulli sequence: we draw the gaps between its successes (geometric), which costs O(events) instead of
+O(steps * sources). A block's source spikes are turned into per-neuron input by one sparse product with the
+fixed in-degree weight matrix; a window's stretch of it is made dense and scaled by the current gains once.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Optional
+
+import numpy as np
+import scipy.sparse as sp
+
+from .chip import N_STREAMS, Chip
+from .models import CondLifConsts, CondLifState, DpiConsts, DpiState, cond_lif_step, dpi_jumps, dpi_step
+
+__all__ = ["Engine", "WindowStats", "BLOCK_STEPS"]
+
+BLOCK_STEPS = 1000  # steps of Poisson input drawn at once (100 ms at dt = 0.1 ms)
+CHUNK_STEPS = 250  # steps of input made dense at once (bounds memory: CHUNK_STEPS x N floats per pool)
+
+
+@dataclass
+class WindowStats:
+    """True statistics of one window (what an ideal observer would see; the ADC model is applied elsewhere).
+
+    ``iexc``/``iinh`` are the two parts of the balance proxy: cond_lif ``ge*(EE-Vbal)`` and ``gi*(EI-Vbal)`` (so
+    ``ibal = iexc + iinh``); dpi ``Iampa`` and ``-Igaba``. ``isyn`` (cond_lif, when requested) is the true net
+    synaptic current ``ge*(EE-V) + gi*(EI-V)``; for dpi it equals ``ibal``. All window means in pA.
+    """
+
+    spike_counts: np.ndarray
+    n_steps: int
+    dt_ms: float
+    iexc: np.ndarray
+    iinh: np.ndarray
+    isyn: Optional[np.ndarray] = None
+    mean_ge: Optional[np.ndarray] = None
+    mean_gi: Optional[np.ndarray] = None
+
+    @property
+    def window_ms(self) -> float:
+        return self.n_steps * self.dt_ms
+
+    @property
+    def ibal(self) -> np.ndarray:
+        return self.iexc + self.iinh
+
+    @property
+    def rates_hz(self) -> np.ndarray:
+        return self.spike_counts / (self.window_ms * 1e-3)
+
+
+class _PoissonPool:
+    """Block-wise Bernoulli sources of one pool; yields the block's raw per-neuron input as CSR [BLOCK x N]."""
+
+    def __init__(self, weights: sp.csr_matrix, rate_hz: float, dt_ms: float):
+        self.n_src = weights.shape[1]
+        self.p = rate_hz * dt_ms * 1e-3
+        self.wT = weights.T.tocsr()  # [n_src x N]: row k = the neurons source k projects to
+        if self.p > 1.0:
+            raise ValueError(f"input rate {rate_hz} Hz is above one spike per step at dt = {dt_ms} ms")
+
+    def draw_block(self, rng: np.random.Generator, n_steps: int) -> sp.csr_matrix:
+        length = n_steps * self.n_src
+        if self.p <= 0.0 or self.n_src == 0:
+            return sp.csr_matrix((n_steps, self.wT.shape[1]))
+        mean = length * self.p
+        chunks, last = [], -1
+        size = int(mean + 6.0 * np.sqrt(mean) + 16)  # almost always enough in one draw
+        while last < length - 1:
+            pos = np.cumsum(rng.geometric(self.p, size=size)) + last
+            chunks.append(pos)
+            last = int(pos[-1])
+            size = int(0.25 * mean + 16)
+        pos = np.concatenate(chunks)
+        pos = pos[pos < length]
+        step = pos // self.n_src
+        src = pos - step * self.n_src
+        indptr = np.zeros(n_steps + 1, dtype=np.int64)
+        np.cumsum(np.bincount(step, minlength=n_steps), out=indptr[1:])
+        spikes = sp.csr_matrix((np.ones(pos.size), src, indptr), shape=(n_steps, self.n_src))
+        return (spikes @ self.wT).tocsr()
+
+
+class Engine:
+    """Dynamic state of one chip and the loop that advances it.
+
+    Parameters
+    ----------
+    chip: the drawn chip.
+    temperature_k: chip temperature; None means the profile's T0 (no drift).
+    recorder: an ``hw_models.recording.Recorder`` (or anything with ``on_spikes``/``on_sample``), or None.
+    record_isyn: also accumulate the true net synaptic current (cond_lif; a few extra operations per step).
+    """
+
+    def __init__(self, chip: Chip, *, temperature_k: Optional[float] = None, recorder=None, record_isyn: bool = False):
+        self.chip = chip
+        self.n = chip.n
+        self.dt = chip.dt
+        self.recorder = recorder
+        self.record_isyn = record_isyn
+        rt = np.random.SeedSequence(chip.seed).spawn(N_STREAMS)[N_STREAMS - 1].spawn(2)
+        self.rng_input = np.random.default_rng(rt[0])
+        self.rng_read = np.random.default_rng(rt[1])  # for the ADC model (hw_models.observe)
+        inp = chip.profile["input"]
+        self.pool_e = _PoissonPool(chip.in_e, inp["rate_e_hz"], self.dt)
+        self.pool_i = _PoissonPool(chip.in_i, inp["rate_i_hz"], self.dt)
+        self._block_e: Optional[sp.csr_matrix] = None
+        self._block_i: Optional[sp.csr_matrix] = None
+        self._block_pos = BLOCK_STEPS
+        self.step_index = 0
+        self.gain_e = np.ones(self.n)
+        self.gain_i = np.ones(self.n)
+        self.temperature_k = chip.profile["temperature"]["T0_K"] if temperature_k is None else float(temperature_k)
+        if chip.model == "cond_lif":
+            self.state = CondLifState(chip.params["EL"])
+        else:
+            self.state = DpiState(self.n, chip.scalars["I0"])
+        self._rec_prev = np.zeros(0, dtype=np.int64)
+        if chip.rec is not None:
+            rec_csc = chip.rec.tocsc()
+            self._rec_e_T = sp.csr_matrix(rec_csc[:, chip.rec_is_exc].T)  # rows: excitatory presynaptic neurons
+            self._rec_i_T = sp.csr_matrix(rec_csc[:, ~chip.rec_is_exc].T)
+            self._rec_local = np.where(chip.rec_is_exc, np.cumsum(chip.rec_is_exc) - 1,
+                                       np.cumsum(~chip.rec_is_exc) - 1)
+        self._update_consts()
+
+    # -- configuration -----------------------------------------------------------------------------------------
+    def set_gains(self, gain_e: np.ndarray, gain_i: np.ndarray) -> None:
+        """Effective per-neuron gains (DAC gain times the neuron's gain mismatch eps); apply from the next step."""
+        self.gain_e = np.asarray(gain_e, dtype=float).copy()
+        self.gain_i = np.asarray(gain_i, dtype=float).copy()
+        self._update_consts()
+
+    def set_temperature(self, kelvin: float) -> None:
+        self.temperature_k = float(kelvin)
+        self._update_consts()
+
+    def _temperature_factors(self) -> tuple[float, float, float, float]:
+        t = self.chip.profile["temperature"]
+        dT = self.temperature_k - t["T0_K"]
+        c = t["coeff_per_K"]
+        return (1.0 + c["leak"] * dT, 1.0 + c["exc"] * dT, 1.0 + c["inh"] * dT, self.temperature_k / t["T0_K"])
+
+    def _update_consts(self) -> None:
+        chip, p, s = self.chip, self.chip.params, self.chip.scalars
+        f_leak, f_exc, f_inh, f_ut = self._temperature_factors()
+        if chip.model == "cond_lif":
+            self.consts = CondLifConsts.from_params(p, self.dt, s["EE"], s["EI"], chip.dead, leak_scale=f_leak)
+            # conductance jump per unit input weight, per neuron: Ge0 * gain_e (gain includes eps_e)
+            self.jump_e = s["Ge0"] * f_exc * self.gain_e
+            self.jump_i = s["Gi0"] * f_inh * self.gain_i
+            self._pe = s["EE"] - s["Vbal"]
+            self._pi = s["EI"] - s["Vbal"]
+        else:
+            self.consts = DpiConsts.from_params(p, self.dt, s["UT"], s["kappa"], s["I0"], s["Idc"], chip.dead,
+                                                leak_scale=f_leak, ut_scale=f_ut)
+            je, ji = dpi_jumps(p, self.dt, s["UT"], s["kappa"], s["Iw_e"] * f_exc, s["Iw_i"] * f_inh, ut_scale=f_ut)
+            self.jump_e = je * self.gain_e
+            self.jump_i = ji * self.gain_i
+
+    # -- simulation --------------------------------------------------------------------------------------------
+    def _next_rows(self, n_max: int) -> tuple[np.ndarray, np.ndarray]:
+        """Dense raw input (sum of weights of the sources that spiked) for up to ``n_max`` steps of one block."""
+        if self._block_pos >= BLOCK_STEPS:
+            self._block_e = self.pool_e.draw_block(self.rng_input, BLOCK_STEPS)
+            self._block_i = self.pool_i.draw_block(self.rng_input, BLOCK_STEPS)
+            self._block_pos = 0
+        a = self._block_pos
+        b = min(BLOCK_STEPS, a + n_max)
+        self._block_pos = b
+        return self._block_e[a:b].toarray(), self._block_i[a:b].toarray()
+
+    def run(self, n_steps: int) -> WindowStats:
+        """Advance ``n_steps`` steps; return the window's true statistics."""
+        n = self.n
+        counts = np.zeros(n, dtype=np.int64)
+        acc_e = np.zeros(n)
+        acc_i = np.zeros(n)
+        isyn = np.zeros(n) if (self.record_isyn and self.chip.model == "cond_lif") else None
+        cond = self.chip.model == "cond_lif"
+        st, c = self.state, self.consts
+        step_fn = cond_lif_step if cond else dpi_step
+        se, si = (st.ge, st.gi) if cond else (st.Iampa, st.Igaba)
+        rec = self.chip.rec is not None
+        recorder = self.recorder
+        sample_every = getattr(recorder, "sample_every_steps", 0) if recorder is not None else 0
+        done = 0
+        while done < n_steps:
+            xe, xi = self._next_rows(min(CHUNK_STEPS, n_steps - done))
+            xe *= self.jump_e
+            xi *= self.jump_i
+            for k in range(xe.shape[0]):
+                ye, yi = xe[k], xi[k]
+                if rec and self._rec_prev.size:
+                    ye, yi = self._add_recurrent(ye, yi)
+                if isyn is not None:
+                    idx = step_fn(st, c, ye, yi, isyn)
+                else:
+                    idx = step_fn(st, c, ye, yi)
+                acc_e += se
+                acc_i += si
+                if idx.size:
+                    counts[idx] += 1
+                    if recorder is not None:
+                        recorder.on_spikes(self.step_index, idx)
+                if rec:
+                    self._rec_prev = idx
+                if sample_every and self.step_index % sample_every == 0:
+                    self._sample(recorder)
+                self.step_index += 1
+            done += xe.shape[0]
+        m = 1.0 / max(n_steps, 1)
+        if cond:
+            mge, mgi = acc_e * m, acc_i * m
+            return WindowStats(counts, n_steps, self.dt, iexc=mge * self._pe, iinh=mgi * self._pi,
+                               isyn=None if isyn is None else isyn * m, mean_ge=mge, mean_gi=mgi)
+        ia, ig = acc_e * m, acc_i * m
+        return WindowStats(counts, n_steps, self.dt, iexc=ia, iinh=-ig, isyn=ia - ig)
+
+    def _add_recurrent(self, ye: np.ndarray, yi: np.ndarray):
+        """Add the previous step's chip spikes through the recurrent weights (one step of delay, MODEL.md 1.2)."""
+        pre = self._rec_prev
+        exc = self.chip.rec_is_exc[pre]
+        ye = ye.copy()
+        yi = yi.copy()
+        for mat, sel, jump, y in ((self._rec_e_T, pre[exc], self.jump_e, ye), (self._rec_i_T, pre[~exc], self.jump_i, yi)):
+            if sel.size:
+                local = self._rec_local[sel]
+                lo, hi = mat.indptr[local], mat.indptr[local + 1]
+                if sel.size == 1:
+                    tgt, w = mat.indices[lo[0]:hi[0]], mat.data[lo[0]:hi[0]]
+                else:
+                    take = np.concatenate([np.arange(a, b) for a, b in zip(lo, hi)])
+                    tgt, w = mat.indices[take], mat.data[take]
+                y += np.bincount(tgt, weights=w, minlength=self.n) * jump
+        return ye, yi
+
+    def _sample(self, recorder) -> None:
+        st = self.state
+        if self.chip.model == "cond_lif":
+            recorder.on_sample(self.step_index, st.ge, st.gi, st.V, st.ge * self._pe, st.gi * self._pi)
+        else:
+            v = (self.chip.scalars["UT"] / self.chip.scalars["kappa"]) * np.log(st.Imem / self.chip.scalars["I0"])
+            recorder.on_sample(self.step_index, st.Iampa, st.Igaba, v, st.Iampa.copy(), -st.Igaba)

@@ -1,0 +1,423 @@
+"""Device profiles: what one kind of chip is, as validated data.
+
+A profile is a YAML file in ``device_profiles/`` (one per device kind). It is checked against ``SCHEMA`` on load;
+anything wrong (an unknown key, a missing field, a wrong type, a value out of range) raises one ``ProfileError``
+whose message is a single line naming the file, the key path and what was expected::
+
+    device_profiles/bss2.yaml: mismatch.lognormal.gL.neuron: expected a number in [0, 2], got -0.1
+
+The validated profile is held as plain nested dicts (``Profile.data``) with defaults filled in, plus a few typed
+accessors. ``Profile.sha256`` hashes the canonical JSON of that data, so two files that say the same thing have
+the same hash and a gain table can be tied to the exact chip description it was made for.
+"""
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Mapping, Optional, Union
+
+import yaml
+
+__all__ = ["ProfileError", "Profile", "load_profile", "list_profiles", "profile_dirs", "SCHEMA"]
+
+
+class ProfileError(ValueError):
+    """A profile file is missing, unreadable or invalid. ``str(err)`` is one line: file, key path, expectation."""
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Schema. A spec is either a leaf ``Leaf`` or a ``Node`` (a mapping of named child specs). Leaves know their type,
+# range and default; ``required`` leaves have no default. Quantities carry their unit in the key name (``C_pF``).
+# --------------------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Leaf:
+    kind: str  # "number" | "int" | "str" | "bool" | "choice" | "levels" | "list_number"
+    lo: Optional[float] = None
+    hi: Optional[float] = None
+    default: Any = ...  # Ellipsis = required
+    choices: tuple = ()
+    lo_open: bool = False  # lo excluded (strictly positive quantities)
+
+    def expected(self) -> str:
+        if self.kind == "choice":
+            return "one of " + ", ".join(repr(c) for c in self.choices)
+        if self.kind == "levels":
+            return "a mapping {chip, core, neuron} of numbers in [0, %g]" % self.hi
+        if self.kind in ("number", "int", "list_number"):
+            what = {"number": "a number", "int": "an integer", "list_number": "a list of numbers"}[self.kind]
+            if self.lo is not None and self.hi is not None:
+                return f"{what} in {'(' if self.lo_open else '['}{self.lo:g}, {self.hi:g}]"
+            if self.lo is not None:
+                return f"{what} {'>' if self.lo_open else '>='} {self.lo:g}"
+            return what
+        return {"str": "a string", "bool": "true or false"}[self.kind]
+
+
+@dataclass(frozen=True)
+class Node:
+    children: Mapping[str, Union["Node", Leaf, Callable[[dict], Union["Node", Leaf]]]]
+    optional: bool = False  # the whole section may be absent (then it is None)
+
+
+def num(lo=None, hi=None, default=..., lo_open=False) -> Leaf:
+    return Leaf("number", lo, hi, default, lo_open=lo_open)
+
+
+def pos(hi=None, default=...) -> Leaf:
+    """A strictly positive physical quantity."""
+    return Leaf("number", 0.0, hi, default, lo_open=True)
+
+
+def integer(lo=None, hi=None, default=...) -> Leaf:
+    return Leaf("int", lo, hi, default)
+
+
+def levels(hi: float = 2.0) -> Leaf:
+    return Leaf("levels", 0.0, hi, default={"chip": 0.0, "core": 0.0, "neuron": 0.0})
+
+
+COND_LIF_NEURON = Node({
+    "C_pF": pos(1e5), "gL_nS": pos(1e4), "EL_mV": num(-120, 0), "Vth_mV": num(-120, 0), "Vreset_mV": num(-120, 0),
+    "tref_ms": num(0, 100), "tau_e_ms": pos(1e3), "tau_i_ms": pos(1e3), "EE_mV": num(-50, 100),
+    "EI_mV": num(-150, 0), "Vbal_mV": num(-120, 0),
+    "Ge0_nS": pos(1e3), "Gi0_nS": pos(1e3),
+})
+
+DPI_NEURON = Node({
+    "UT_mV": pos(100, default=25.0), "kappa": num(0.1, 1.0, default=0.705), "I0_pA": pos(100, default=0.5),
+    "C_mem_pF": pos(1e3, default=3.0), "C_syn_pF": pos(1e3, default=24.5),
+    "tau_mem_ms": pos(1e4, default=20.0), "tau_ampa_ms": pos(1e4, default=10.0), "tau_gaba_ms": pos(1e4, default=10.0),
+    "gain_ratio_syn": pos(1e6, default=100.0), "gain_ratio_mem": pos(1e6, default=4.0),
+    "t_pulse_us": pos(1e4, default=10.0), "tref_ms": num(0, 100, default=1.0), "Ispkthr_nA": pos(1e4, default=100.0),
+    "Iw_e_nA": pos(1e4), "Iw_i_nA": pos(1e4), "Idc_pA": num(0, 1e6, default=0.0),
+    "Vbal_mV": num(-1e3, 1e3, default=0.0),  # unused by dpi (its proxy needs no holding potential); kept for export
+})
+
+MISMATCH_COND_LIF = Node({
+    "lognormal": Node({k: levels() for k in ("C", "gL", "tref", "tau_e", "tau_i", "eps_e", "eps_i")}),
+    "offsets_mV": Node({k: levels(hi=50.0) for k in ("EL", "Vth", "Vreset")}),
+    "synapse_sigma": num(0, 2, default=0.0),
+})
+
+MISMATCH_DPI = Node({
+    "lognormal": Node({k: levels() for k in (
+        "C_mem", "C_syn", "Itau_mem", "Itau_ampa", "Itau_gaba", "Igain_mem", "Igain_syn", "Ispkthr", "tref",
+        "t_pulse", "eps_e", "eps_i")}),
+    "synapse_sigma": num(0, 2, default=0.0),
+})
+
+
+def _neuron_spec(profile: dict) -> Node:
+    return DPI_NEURON if profile.get("model") == "dpi" else COND_LIF_NEURON
+
+
+def _mismatch_spec(profile: dict) -> Node:
+    return MISMATCH_DPI if profile.get("model") == "dpi" else MISMATCH_COND_LIF
+
+
+SCHEMA = Node({
+    "schema": integer(1, 1),
+    "name": Leaf("str"),
+    "description": Leaf("str", default=""),
+    "model": Leaf("choice", choices=("cond_lif", "dpi")),
+    "geometry": Node({"cores": integer(1, 4096), "neurons_per_core": integer(1, 1 << 20)}),
+    "dt_ms": num(0.001, 1.0, default=0.1),
+    "speedup": pos(1e9, default=1.0),
+    "neuron": _neuron_spec,
+    "input": Node({
+        "n_src_e": integer(0, 1 << 20), "n_src_i": integer(0, 1 << 20),
+        "rate_e_hz": num(0, 1e4), "rate_i_hz": num(0, 1e4),
+        "K_e": integer(0, 1 << 20), "K_i": integer(0, 1 << 20),
+        "w_e": pos(1e3, default=1.0), "w_i": pos(1e3, default=1.0),
+    }),
+    "recurrent": Node({
+        "n_exc": integer(1, 1 << 20),  # the first n_exc neurons are excitatory, the rest inhibitory
+        "K_ee": integer(0, 1 << 16), "K_ei": integer(0, 1 << 16), "K_ie": integer(0, 1 << 16), "K_ii": integer(0, 1 << 16),
+        "J_ee": num(0, 1e4), "J_ei": num(0, 1e4), "J_ie": num(0, 1e4), "J_ii": num(0, 1e4),
+    }, optional=True),
+    "mismatch": _mismatch_spec,
+    "defects": Node({"dead_fraction": num(0, 0.5, default=0.0), "stuck_synapse_fraction": num(0, 0.5, default=0.0)}),
+    "temperature": Node({
+        "T0_K": num(200, 400, default=300.0),
+        "coeff_per_K": Node({  # relative change per kelvin of bias-derived conductances or currents
+            "leak": num(-0.2, 0.2, default=0.0), "exc": num(-0.2, 0.2, default=0.0), "inh": num(-0.2, 0.2, default=0.0),
+        }),
+    }),
+    "knobs": Node({
+        "sharing": Leaf("choice", choices=("neuron", "core", "chip")),
+        "dac": Leaf("choice", choices=("linear", "coarse_fine"), default="linear"),
+        "bits": integer(1, 16),
+        "code_ref_e": integer(1, 65535),
+        "code_ref_i": integer(1, 65535),
+        "coarse_fine": Node({
+            # top of each coarse range (fine = 255), nA, before the parameter's scale factor
+            "coarse_max_nA": Leaf("list_number", 0.0, 1e5, lo_open=True),
+            "floor_pA": num(0, 1e3, default=0.5),
+            # relative error of the fine DAC's binary-weighted bits 5, 6, 7 (the drops at multiples of 32)
+            "msb_weight_error": Leaf("list_number", -0.5, 0.5, default=[0.0, 0.0, 0.0]),
+        }, optional=True),
+    }),
+    "observe": Node({
+        "counter_bits": integer(1, 32, default=16),
+        "proxy_channels": Leaf("choice", choices=("all", "one_per_core"), default="all"),
+        "proxy_offset_sd_pA": num(0, 1e6, default=0.0),
+        "proxy_noise_sd_pA": num(0, 1e6, default=0.0),
+        "proxy_lsb_pA": num(0, 1e6, default=0.0),  # 0: no quantisation
+        "proxy_range_pA": num(0, 1e9, default=1e9, lo_open=True),  # symmetric: readings clip to +-range
+    }),
+    "targets": Node({"rate_hz": pos(1e4, default=10.0)}),
+})
+
+
+def _type_ok(leaf: Leaf, v: Any) -> bool:
+    if leaf.kind in ("number",):
+        return isinstance(v, (int, float)) and not isinstance(v, bool)
+    if leaf.kind == "int":
+        return isinstance(v, int) and not isinstance(v, bool)
+    if leaf.kind in ("str", "choice"):
+        return isinstance(v, str)
+    if leaf.kind == "bool":
+        return isinstance(v, bool)
+    return True
+
+
+def _in_range(leaf: Leaf, v: float) -> bool:
+    if v != v:  # NaN
+        return False
+    if leaf.lo is not None and (v <= leaf.lo if leaf.lo_open else v < leaf.lo):
+        return False
+    if leaf.hi is not None and v > leaf.hi:
+        return False
+    return True
+
+
+def _check_leaf(leaf: Leaf, v: Any, where: str, path: str) -> Any:
+    def fail() -> ProfileError:
+        return ProfileError(f"{where}: {path}: expected {leaf.expected()}, got {v!r}")
+
+    if leaf.kind == "levels":
+        if not isinstance(v, dict):
+            raise fail()
+        out = {"chip": 0.0, "core": 0.0, "neuron": 0.0}
+        for k, x in v.items():
+            if k not in out:
+                raise ProfileError(f"{where}: {path}.{k}: unknown key; expected one of chip, core, neuron")
+            if not _type_ok(num(), x) or not _in_range(leaf, float(x)):
+                raise ProfileError(f"{where}: {path}.{k}: expected a number in [0, {leaf.hi:g}], got {x!r}")
+            out[k] = float(x)
+        return out
+    if leaf.kind == "list_number":
+        if not isinstance(v, list) or not v:
+            raise fail()
+        for i, x in enumerate(v):
+            if not _type_ok(num(), x) or not _in_range(leaf, float(x)):
+                raise ProfileError(f"{where}: {path}[{i}]: expected {leaf.expected()[len('a list of '):]}, got {x!r}")
+        return [float(x) for x in v]
+    if not _type_ok(leaf, v):
+        raise fail()
+    if leaf.kind == "choice" and v not in leaf.choices:
+        raise fail()
+    if leaf.kind in ("number", "int") and not _in_range(leaf, float(v)):
+        raise fail()
+    return float(v) if leaf.kind == "number" else v
+
+
+def _check_node(node: Node, data: Any, where: str, path: str, root: dict) -> dict:
+    if not isinstance(data, dict):
+        raise ProfileError(f"{where}: {path or '<top>'}: expected a mapping, got {data!r}")
+    out: dict = {}
+    for key in data:
+        if key not in node.children:
+            near = ", ".join(sorted(node.children))
+            raise ProfileError(f"{where}: {path + '.' if path else ''}{key}: unknown key; expected one of {near}")
+    for key, spec in node.children.items():
+        sub = f"{path}.{key}" if path else key
+        if callable(spec) and not isinstance(spec, (Leaf, Node)):
+            spec = spec(root)
+        if key not in data or data[key] is None:
+            if isinstance(spec, Leaf):
+                if spec.default is ...:
+                    raise ProfileError(f"{where}: {sub}: missing; expected {spec.expected()}")
+                out[key] = copy.deepcopy(spec.default)
+            elif spec.optional:
+                out[key] = None
+            else:
+                if not _all_default(spec):
+                    raise ProfileError(f"{where}: {sub}: missing; expected a mapping")
+                out[key] = _check_node(spec, {}, where, sub, root)
+            continue
+        if isinstance(spec, Leaf):
+            out[key] = _check_leaf(spec, data[key], where, sub)
+        else:
+            out[key] = _check_node(spec, data[key], where, sub, root)
+    return out
+
+
+def _all_default(node: Node) -> bool:
+    for spec in node.children.values():
+        if callable(spec) and not isinstance(spec, (Leaf, Node)):
+            return False
+        if isinstance(spec, Leaf) and spec.default is ...:
+            return False
+        if isinstance(spec, Node) and not spec.optional and not _all_default(spec):
+            return False
+    return True
+
+
+def _check_consistency(d: dict, where: str) -> None:
+    """Cross-field rules a single leaf cannot express."""
+    n = d["neuron"]
+    if d["model"] == "cond_lif":
+        if not n["EI_mV"] < n["EL_mV"] < n["EE_mV"]:
+            raise ProfileError(f"{where}: neuron: expected EI_mV < EL_mV < EE_mV, got {n['EI_mV']}, {n['EL_mV']}, {n['EE_mV']}")
+        if not n["Vreset_mV"] < n["Vth_mV"]:
+            raise ProfileError(f"{where}: neuron: expected Vreset_mV < Vth_mV, got {n['Vreset_mV']} >= {n['Vth_mV']}")
+        if not n["EI_mV"] < n["Vbal_mV"] < n["EE_mV"]:
+            raise ProfileError(f"{where}: neuron.Vbal_mV: expected a value between EI_mV and EE_mV, got {n['Vbal_mV']}")
+    inp = d["input"]
+    for k, src in (("K_e", "n_src_e"), ("K_i", "n_src_i")):
+        if inp[k] > inp[src]:
+            raise ProfileError(f"{where}: input.{k}: expected at most input.{src} = {inp[src]}, got {inp[k]}")
+    kn = d["knobs"]
+    top = (1 << kn["bits"]) - 1
+    for k in ("code_ref_e", "code_ref_i"):
+        if kn[k] > top:
+            raise ProfileError(f"{where}: knobs.{k}: expected an integer in [1, {top}] for a {kn['bits']}-bit DAC, got {kn[k]}")
+    if kn["dac"] == "coarse_fine":
+        if kn["coarse_fine"] is None:
+            raise ProfileError(f"{where}: knobs.coarse_fine: missing; expected a mapping for dac: coarse_fine")
+        if kn["bits"] != 11:
+            raise ProfileError(f"{where}: knobs.bits: expected 11 for a coarse/fine DAC (code = coarse*256 + fine), got {kn['bits']}")
+        if len(kn["coarse_fine"]["coarse_max_nA"]) > 8:
+            raise ProfileError(f"{where}: knobs.coarse_fine.coarse_max_nA: expected at most 8 coarse ranges")
+        if len(kn["coarse_fine"]["msb_weight_error"]) != 3:
+            raise ProfileError(f"{where}: knobs.coarse_fine.msb_weight_error: expected 3 numbers (bits 5, 6, 7)")
+    rec = d["recurrent"]
+    if rec is not None:
+        n_all = d["geometry"]["cores"] * d["geometry"]["neurons_per_core"]
+        if rec["n_exc"] >= n_all:
+            raise ProfileError(f"{where}: recurrent.n_exc: expected fewer than the chip's {n_all} neurons, got {rec['n_exc']}")
+        n_inh = n_all - rec["n_exc"]
+        for k, pool in (("K_ee", rec["n_exc"]), ("K_ie", rec["n_exc"]), ("K_ei", n_inh), ("K_ii", n_inh)):
+            if rec[k] > pool:
+                raise ProfileError(f"{where}: recurrent.{k}: expected at most {pool} (the presynaptic population), got {rec[k]}")
+
+
+class Profile:
+    """A validated device profile.
+
+    Attributes
+    ----------
+    data: the full validated content, defaults filled in.
+    source: the file it came from (or ``"<dict>"``).
+    """
+
+    def __init__(self, data: dict, source: str = "<dict>"):
+        self.source = source
+        self.data = _check_node(SCHEMA, data, source, "", data)
+        _check_consistency(self.data, source)
+
+    # -- typed accessors ------------------------------------------------------------------------------------------
+    @property
+    def name(self) -> str:
+        return self.data["name"]
+
+    @property
+    def model(self) -> str:
+        return self.data["model"]
+
+    @property
+    def n_cores(self) -> int:
+        return self.data["geometry"]["cores"]
+
+    @property
+    def neurons_per_core(self) -> int:
+        return self.data["geometry"]["neurons_per_core"]
+
+    @property
+    def n_neurons(self) -> int:
+        return self.n_cores * self.neurons_per_core
+
+    @property
+    def dt_ms(self) -> float:
+        return self.data["dt_ms"]
+
+    @property
+    def speedup(self) -> float:
+        return self.data["speedup"]
+
+    def __getitem__(self, key: str) -> Any:
+        return self.data[key]
+
+    @property
+    def sha256(self) -> str:
+        """SHA-256 of the canonical JSON of the validated content (sorted keys, defaults filled in)."""
+        blob = json.dumps(self.data, sort_keys=True, separators=(",", ":")).encode()
+        return hashlib.sha256(blob).hexdigest()
+
+    def with_changes(self, changes: Mapping[str, Any]) -> "Profile":
+        """A new profile with dotted-path overrides, e.g. ``{"mismatch.lognormal.eps_e.neuron": 0.3}``; validated."""
+        d = copy.deepcopy(self.data)
+        for path, value in changes.items():
+            node = d
+            keys = path.split(".")
+            for k in keys[:-1]:
+                node = node[k]
+            node[keys[-1]] = value
+        return Profile(d, source=f"{self.source} (modified)")
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(self.data, sort_keys=False)
+
+    def __repr__(self) -> str:
+        return f"Profile({self.name!r}, model={self.model!r}, n_neurons={self.n_neurons}, source={self.source!r})"
+
+
+def profile_dirs() -> list[Path]:
+    """Where profiles are looked up by name: ``$EICAL_PROFILE_PATH`` (os.pathsep-separated), then the repository's
+    ``device_profiles/`` next to the installed packages."""
+    dirs = [Path(p) for p in os.environ.get("EICAL_PROFILE_PATH", "").split(os.pathsep) if p]
+    dirs.append(Path(__file__).resolve().parent.parent / "device_profiles")
+    return dirs
+
+
+def list_profiles() -> dict[str, Path]:
+    """Profile names found on the search path, first occurrence wins."""
+    found: dict[str, Path] = {}
+    for d in profile_dirs():
+        if d.is_dir():
+            for f in sorted(d.glob("*.yaml")):
+                found.setdefault(f.stem, f)
+    return found
+
+
+def load_profile(name_or_path: Union[str, os.PathLike, Profile]) -> Profile:
+    """Load and validate a profile by name (``"bss2"``) or by path. Raises ProfileError with one clear line."""
+    if isinstance(name_or_path, Profile):
+        return name_or_path
+    s = str(name_or_path)
+    path = Path(s)
+    if not (s.endswith((".yaml", ".yml")) or os.sep in s or path.is_file()):
+        known = list_profiles()
+        if s not in known:
+            raise ProfileError(f"{s}: no such profile; known profiles: {', '.join(sorted(known)) or 'none'}")
+        path = known[s]
+    try:
+        text = path.read_text()
+    except OSError as e:
+        raise ProfileError(f"{path}: cannot read: {e.strerror or e}") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        raise ProfileError(f"{path}: not valid YAML{where}: {getattr(e, 'problem', e)}") from None
+    if data is None:
+        raise ProfileError(f"{path}: <top>: empty file; expected a mapping")
+    return Profile(data, source=str(path))

@@ -1,0 +1,219 @@
+"""The gain table (``table.json``): the codes a calibration found for one chip, readable, diffable, validated.
+
+Format (DESIGN.md "Files")::
+
+    {
+      "schema": {"name": "eical-gain-table", "version": 1},
+      "chip": {"uid": ..., "profile": ..., "profile_sha256": ..., "seed": 1 | null},
+      "knobs": {"gain_e": {"sharing": "neuron", "bits": 10, "codes": [...]}, "gain_i": {...}},
+      "targets": {"rate_hz": 10.0, "proxy_pa": 0.0},
+      "metrics": {"before": {...}, "after": {...}},
+      "controller": {"name": "dual-loop", "settings": {...}},
+      "created": "2026-11-23T05:00:00Z",
+      "eical_version": "0.1.0"
+    }
+
+A table is tied to one chip: ``check_identity`` refuses a chip with another uid or profile hash, and
+``check_knobs`` refuses codes that do not fit the chip's knobs. Both raise ``TableError`` subclasses with one
+clear line.
+"""
+from __future__ import annotations
+
+import datetime as _dt
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping, Optional
+
+import numpy as np
+
+from .device import DeviceIdentity, KnobSpec
+
+__all__ = ["GainTable", "KnobTable", "TableError", "IdentityMismatch", "SCHEMA_NAME", "SCHEMA_VERSION"]
+
+SCHEMA_NAME = "eical-gain-table"
+SCHEMA_VERSION = 1
+
+
+class TableError(ValueError):
+    """A gain table file is unreadable or malformed, or does not fit the chip it is applied to."""
+
+
+class IdentityMismatch(TableError):
+    """The table was made for another chip (uid) or another profile (hash)."""
+
+
+@dataclass
+class KnobTable:
+    sharing: str
+    bits: int
+    codes: list[int]
+
+    def to_dict(self) -> dict:
+        return {"sharing": self.sharing, "bits": self.bits, "codes": [int(c) for c in self.codes]}
+
+
+def _version() -> str:
+    try:
+        from importlib.metadata import version
+
+        return version("eical")
+    except Exception:  # not installed (running from a source tree)
+        return "0+unknown"
+
+
+@dataclass
+class GainTable:
+    chip_uid: str
+    profile: str
+    profile_sha256: str
+    knobs: dict[str, KnobTable]
+    seed: Optional[int] = None
+    targets: dict = field(default_factory=dict)
+    metrics: dict = field(default_factory=dict)
+    controller: dict = field(default_factory=dict)
+    created: str = ""
+    eical_version: str = ""
+
+    # -- construction -----------------------------------------------------------------------------------------
+    @classmethod
+    def from_codes(cls, identity: DeviceIdentity, knobs: Mapping[str, KnobSpec], codes: Mapping[str, np.ndarray], *,
+                   targets: Optional[dict] = None, metrics: Optional[dict] = None,
+                   controller: Optional[dict] = None) -> "GainTable":
+        return cls(chip_uid=identity.uid, profile=identity.profile, profile_sha256=identity.profile_sha256,
+                   seed=identity.seed,
+                   knobs={k: KnobTable(knobs[k].sharing, knobs[k].bits, [int(c) for c in np.asarray(codes[k])])
+                          for k in sorted(codes)},
+                   targets=dict(targets or {}), metrics=dict(metrics or {}), controller=dict(controller or {}),
+                   created=_dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+                   eical_version=_version())
+
+    def codes(self) -> dict[str, np.ndarray]:
+        return {k: np.asarray(v.codes, dtype=np.int64) for k, v in self.knobs.items()}
+
+    # -- files ------------------------------------------------------------------------------------------------
+    def to_dict(self) -> dict:
+        return {
+            "schema": {"name": SCHEMA_NAME, "version": SCHEMA_VERSION},
+            "chip": {"uid": self.chip_uid, "profile": self.profile, "profile_sha256": self.profile_sha256,
+                     "seed": self.seed},
+            "knobs": {k: v.to_dict() for k, v in self.knobs.items()},
+            "targets": self.targets,
+            "metrics": self.metrics,
+            "controller": self.controller,
+            "created": self.created,
+            "eical_version": self.eical_version,
+        }
+
+    def to_json(self) -> str:
+        """Indented JSON with each knob's code list on one line: short, and a diff shows which knob changed."""
+        d = self.to_dict()
+        placeholders = {}
+        for k, kv in d["knobs"].items():
+            token = f"@@codes:{k}@@"
+            placeholders[json.dumps(token)] = json.dumps(kv["codes"], separators=(",", ":"))
+            kv["codes"] = token
+        text = json.dumps(d, indent=1, default=_json_default)
+        for token, compact in placeholders.items():
+            text = text.replace(token, compact)
+        return text
+
+    def save(self, path) -> None:
+        Path(path).write_text(self.to_json() + "\n")
+
+    @classmethod
+    def from_dict(cls, d: Any, where: str = "<dict>") -> "GainTable":
+        def fail(path: str, expected: str, got: Any) -> TableError:
+            return TableError(f"{where}: {path}: expected {expected}, got {got!r}")
+
+        if not isinstance(d, dict):
+            raise fail("<top>", "a JSON object", type(d).__name__)
+        allowed = {"schema", "chip", "knobs", "targets", "metrics", "controller", "created", "eical_version"}
+        for k in d:
+            if k not in allowed:
+                raise TableError(f"{where}: {k}: unknown key; expected one of {', '.join(sorted(allowed))}")
+        sch = d.get("schema")
+        if not isinstance(sch, dict) or sch.get("name") != SCHEMA_NAME:
+            raise fail("schema.name", repr(SCHEMA_NAME), (sch or {}).get("name") if isinstance(sch, dict) else sch)
+        if sch.get("version") != SCHEMA_VERSION:
+            raise fail("schema.version", str(SCHEMA_VERSION), sch.get("version"))
+        chip = d.get("chip")
+        if not isinstance(chip, dict):
+            raise fail("chip", "an object", chip)
+        for k in ("uid", "profile", "profile_sha256"):
+            if not isinstance(chip.get(k), str) or not chip.get(k):
+                raise fail(f"chip.{k}", "a non-empty string", chip.get(k))
+        seed = chip.get("seed")
+        if seed is not None and (not isinstance(seed, int) or isinstance(seed, bool) or seed < 0):
+            raise fail("chip.seed", "a non-negative integer or null", seed)
+        knobs_d = d.get("knobs")
+        if not isinstance(knobs_d, dict) or not knobs_d:
+            raise fail("knobs", "a non-empty object", knobs_d)
+        knobs = {}
+        for name, kv in knobs_d.items():
+            if not isinstance(kv, dict):
+                raise fail(f"knobs.{name}", "an object", kv)
+            if kv.get("sharing") not in ("neuron", "core", "chip"):
+                raise fail(f"knobs.{name}.sharing", "one of 'neuron', 'core', 'chip'", kv.get("sharing"))
+            bits = kv.get("bits")
+            if not isinstance(bits, int) or isinstance(bits, bool) or not 1 <= bits <= 16:
+                raise fail(f"knobs.{name}.bits", "an integer in [1, 16]", bits)
+            codes = kv.get("codes")
+            if not isinstance(codes, list) or not codes:
+                raise fail(f"knobs.{name}.codes", "a non-empty list of integers", codes)
+            for i, c in enumerate(codes):
+                if not isinstance(c, int) or isinstance(c, bool) or not 0 <= c < (1 << bits):
+                    raise fail(f"knobs.{name}.codes[{i}]", f"an integer in [0, {(1 << bits) - 1}]", c)
+            knobs[name] = KnobTable(kv["sharing"], bits, list(codes))
+        for k in ("targets", "metrics", "controller"):
+            if k in d and not isinstance(d[k], dict):
+                raise fail(k, "an object", d[k])
+        return cls(chip_uid=chip["uid"], profile=chip["profile"], profile_sha256=chip["profile_sha256"], seed=seed,
+                   knobs=knobs, targets=d.get("targets", {}), metrics=d.get("metrics", {}),
+                   controller=d.get("controller", {}), created=str(d.get("created", "")),
+                   eical_version=str(d.get("eical_version", "")))
+
+    @classmethod
+    def load(cls, path) -> "GainTable":
+        p = Path(path)
+        try:
+            text = p.read_text()
+        except OSError as e:
+            raise TableError(f"{p}: cannot read: {e.strerror or e}") from None
+        try:
+            d = json.loads(text)
+        except json.JSONDecodeError as e:
+            raise TableError(f"{p}: not valid JSON at line {e.lineno}, column {e.colno}: {e.msg}") from None
+        return cls.from_dict(d, where=str(p))
+
+    # -- checks against a chip --------------------------------------------------------------------------------
+    def check_identity(self, identity: DeviceIdentity) -> None:
+        """Refuse a chip this table was not made for (another uid, or another profile hash)."""
+        if identity.uid != self.chip_uid:
+            raise IdentityMismatch(f"table is for chip {self.chip_uid!r} but this chip is {identity.uid!r}")
+        if identity.profile_sha256 != self.profile_sha256:
+            raise IdentityMismatch(
+                f"table is for profile {self.profile!r} sha256 {self.profile_sha256[:12]}..., but chip {identity.uid!r} "
+                f"runs profile {identity.profile!r} sha256 {identity.profile_sha256[:12]}...")
+
+    def check_knobs(self, knobs: Mapping[str, KnobSpec]) -> None:
+        """Refuse codes that do not fit the chip's knobs (names, sharing, bits, group count)."""
+        if set(self.knobs) != set(knobs):
+            raise TableError(f"table has knobs {sorted(self.knobs)} but the chip has {sorted(knobs)}")
+        for k, kt in self.knobs.items():
+            spec = knobs[k]
+            if kt.sharing != spec.sharing or kt.bits != spec.bits or len(kt.codes) != spec.n_groups:
+                raise TableError(f"knob {k!r}: table has {len(kt.codes)} {kt.bits}-bit codes per {kt.sharing}, "
+                                 f"chip has {spec.n_groups} {spec.bits}-bit codes per {spec.sharing}")
+
+
+def _json_default(o: Any) -> Any:
+    if isinstance(o, np.integer):
+        return int(o)
+    if isinstance(o, np.floating):
+        return float(o)
+    if isinstance(o, np.ndarray):
+        return o.tolist()
+    if isinstance(o, np.bool_):
+        return bool(o)
+    raise TypeError(f"not JSON serialisable: {type(o).__name__}")
