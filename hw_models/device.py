@@ -50,6 +50,7 @@ class DeviceIdentity:
     seed: the mismatch seed when the chip is emulated, else None.
     firmware: firmware version string of a board, else None.
     backend: which backend serves it (``"numpy"``, ``"lava"``, ``"serial"``).
+    proxy_channels: how many proxy channels a window can read: ``"all"`` or ``"one_per_core"`` (MODEL.md 5).
     """
 
     uid: str
@@ -63,6 +64,11 @@ class DeviceIdentity:
     seed: Optional[int] = None
     firmware: Optional[str] = None
     backend: str = "numpy"
+    proxy_channels: str = "all"
+
+    @property
+    def neurons_per_core(self) -> int:
+        return self.n_neurons // self.n_cores
 
 
 @dataclass(frozen=True)

@@ -102,20 +102,23 @@ class NumpyDevice:
     temperature_k: chip temperature (default: the profile's T0).
     recorder: optional ``hw_models.recording.Recorder`` fed with spikes and samples.
     record_isyn: also compute the true net synaptic current (diagnostic; slower).
+    input_stream: independent realisation of the inputs and read noise (see ``Engine``); 0 by default.
     """
 
     backend = "numpy"
 
     def __init__(self, profile, seed: int, *, temperature_k: Optional[float] = None, recorder=None,
-                 record_isyn: bool = False, chip: Optional[Chip] = None):
+                 record_isyn: bool = False, chip: Optional[Chip] = None, input_stream: int = 0):
         self.profile = load_profile(profile)
         self.chip = chip if chip is not None else draw_chip(self.profile, seed)
         self.knobs: dict[str, KnobSpec] = dict(self.chip.knobs)
         self.identity = DeviceIdentity(
             uid=self.chip.uid, profile=self.profile.name, profile_sha256=self.profile.sha256,
             n_neurons=self.chip.n, n_cores=self.profile.n_cores, model=self.profile.model, dt_ms=self.profile.dt_ms,
-            speedup=self.profile.speedup, seed=self.chip.seed, backend=self.backend)
-        self.engine = Engine(self.chip, temperature_k=temperature_k, recorder=recorder, record_isyn=record_isyn)
+            speedup=self.profile.speedup, seed=self.chip.seed, backend=self.backend,
+            proxy_channels=self.profile["observe"]["proxy_channels"])
+        self.engine = Engine(self.chip, temperature_k=temperature_k, recorder=recorder, record_isyn=record_isyn,
+                             input_stream=input_stream)
         self._monitor = Monitor(self.profile, self.chip.core_of)
         self._counter_max = (1 << self.profile["observe"]["counter_bits"]) - 1
         self.codes = nominal_codes(self.knobs)

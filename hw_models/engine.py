@@ -100,15 +100,22 @@ class Engine:
     temperature_k: chip temperature; None means the profile's T0 (no drift).
     recorder: an ``hw_models.recording.Recorder`` (or anything with ``on_spikes``/``on_sample``), or None.
     record_isyn: also accumulate the true net synaptic current (cond_lif; a few extra operations per step).
+    input_stream: which independent realisation of the Poisson inputs and ADC read noise to draw (0, the default,
+        is what every backend uses; an evaluation replay uses another so it does not re-live the calibration's own
+        input noise).
     """
 
-    def __init__(self, chip: Chip, *, temperature_k: Optional[float] = None, recorder=None, record_isyn: bool = False):
+    def __init__(self, chip: Chip, *, temperature_k: Optional[float] = None, recorder=None, record_isyn: bool = False,
+                 input_stream: int = 0):
         self.chip = chip
         self.n = chip.n
         self.dt = chip.dt
         self.recorder = recorder
         self.record_isyn = record_isyn
-        rt = np.random.SeedSequence(chip.seed).spawn(N_STREAMS)[N_STREAMS - 1].spawn(2)
+        if not isinstance(input_stream, (int, np.integer)) or input_stream < 0:
+            raise ValueError(f"input_stream must be a non-negative integer, got {input_stream!r}")
+        runtime = np.random.SeedSequence(chip.seed).spawn(N_STREAMS)[N_STREAMS - 1]
+        rt = runtime.spawn(2 * (int(input_stream) + 1))[2 * int(input_stream):]
         self.rng_input = np.random.default_rng(rt[0])
         self.rng_read = np.random.default_rng(rt[1])  # for the ADC model (hw_models.observe)
         inp = chip.profile["input"]

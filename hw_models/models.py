@@ -150,6 +150,9 @@ class DpiConsts:
     I0: float
     Idc: float
     fb_exp: float  # kappa/(kappa+1): I_fb = I0*(Imem/I0)**fb_exp
+    # ceiling of Imem: Ispkthr for dead neurons (which never spike, so their positive feedback would run Imem to
+    # inf and NaN in finite time), inf for live ones; None when no neuron is dead
+    Imax: Optional[np.ndarray] = None
 
     @classmethod
     def from_params(cls, p: dict, dt: float, UT: float, kappa: float, I0: float, Idc: float, dead: np.ndarray,
@@ -163,7 +166,8 @@ class DpiConsts:
         return cls(da=np.exp(-dt / tau_a), dg=np.exp(-dt / tau_g), Ileak=itau_mem, Igain=igain,
                    gain_over_tau=igain / itau_mem, dt_over_tau_mem=dt / tau_mem, Ispkthr=p["Ispkthr"].copy(),
                    nref=np.rint(p["tref"] / dt).astype(np.int32), alive=None if not dead.any() else ~dead,
-                   I0=float(I0), Idc=float(Idc), fb_exp=kappa / (kappa + 1.0))
+                   I0=float(I0), Idc=float(Idc), fb_exp=kappa / (kappa + 1.0),
+                   Imax=np.where(dead, p["Ispkthr"], np.inf) if dead.any() else None)
 
 
 def dpi_jumps(p: dict, dt: float, UT: float, kappa: float, Iw_e: float, Iw_i: float, ut_scale: float = 1.0):
@@ -229,6 +233,8 @@ def dpi_step(s: DpiState, c: DpiConsts, xe: np.ndarray, xi: np.ndarray) -> np.nd
     a *= c.dt_over_tau_mem
     Im += a
     np.maximum(Im, I0, out=Im)
+    if c.Imax is not None:  # a dead neuron's membrane saturates at the threshold instead of diverging
+        np.minimum(Im, c.Imax, out=Im)
     if any_held:
         r -= held
     spk = Im > c.Ispkthr
