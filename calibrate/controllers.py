@@ -160,6 +160,8 @@ class DualLoopSettings:
     beta0, gamma0: initial slopes d ln rate / d ln s and d ln rate / d ln r, until the data identify them.
     null_ms, settle_ms, probe_ms: reference windows (ADC offsets, transients after large code changes, the
         excitation-only probe).
+    null_reads: null windows read per channel: the offset is their mean, so its error is read noise / sqrt(reads)
+        (controller_literature.md 5.4: 10 null windows take a 10 pA offset to ~2 pA).
     sub_window_ms: on one-channel-per-core chips, the length of one proxy sub-window of a loop window.
     fano_splits: a loop window is measured as this many sub-windows (all-channel chips), so the spike-count Fano
         factor, which sets the counting noise, is estimated from the data rather than assumed.
@@ -170,12 +172,13 @@ class DualLoopSettings:
     rate_tol_shared: float = 0.015
     balance_tol: float = 0.03
     fano_splits: int = 4
-    first_window_ms: float = 500.0
+    first_window_ms: float = 300.0
     max_growth: float = 2.0
     budget_ms: float = 90_000.0
     beta0: float = 1.5
     gamma0: float = 0.0
     null_ms: float = 20.0
+    null_reads: int = 10
     settle_ms: float = 50.0
     probe_ms: float = 200.0
     sub_window_ms: float = 10.0
@@ -191,6 +194,19 @@ class DualLoopSettings:
                 raise ValueError(f"dual-loop setting {k}: expected a non-negative number, got {v!r}")
         if self.rate_tol <= 0 or self.first_window_ms <= 0 or self.max_growth < 1:
             raise ValueError("dual-loop settings: rate_tol and first_window_ms must be > 0, max_growth >= 1")
+
+
+def _neighbour_codes(spec: KnobSpec, codes: np.ndarray) -> np.ndarray:
+    """[G, 3]: each code and its neighbours below and above in the DAC's gain order (clipped at the ends)."""
+    if spec.dac == "linear":
+        c = np.asarray(codes, dtype=np.int64)
+        return np.stack([np.maximum(c - 1, 0), c, np.minimum(c + 1, spec.max_code)], axis=1)
+    valid = spec.valid_codes()
+    order = valid[np.argsort(spec.nominal_gain(valid), kind="stable")]
+    pos = np.empty(spec.max_code + 1, dtype=np.int64)
+    pos[order] = np.arange(order.size)
+    p = pos[np.asarray(codes, dtype=np.int64)]
+    return order[np.stack([np.maximum(p - 1, 0), p, np.minimum(p + 1, order.size - 1)], axis=1)]
 
 
 class DualLoop(Controller):
@@ -230,7 +246,10 @@ class DualLoop(Controller):
         self._null_sum = np.zeros(N)
         self._null_n = np.zeros(N)
         # balance least squares per group: y = ge*a - gi*b; normal equations sums
-        self._S = np.zeros((G, 5))  # [sum w ge^2, sum w ge gi, sum w gi^2, sum w ge y, sum w gi y]
+        # [sum w ge^2, sum w ge gi, sum w gi^2, sum w ge y, sum w gi y, sum w y^2, number of readings]
+        self._S = np.zeros((G, 7))
+        self.balance_se = np.full(G, np.inf)
+        self._bal_ms = 0.0
         self.a = np.full(G, np.nan)
         self.b = np.full(G, np.nan)
         # rate windows per group: lists of arrays [K, G]
@@ -269,10 +288,31 @@ class DualLoop(Controller):
         self.ln_s = np.clip(self.ln_s, s_lo, s_hi)
 
     def _codes_from_state(self) -> dict[str, np.ndarray]:
+        """Integer codes for the wanted (ln s, ln r), chosen jointly on the DAC lattice.
+
+        Rounding each knob on its own can miss by half a step in both, and one step of an 8-bit DAC near its
+        code_ref moves a rate by several percent. So among the neighbouring code pairs (each knob's nearest code
+        and the ones either side of it, in gain order) we take the pair whose predicted rate error (the rate
+        model's slopes) and ratio error (relative to the tolerances) are smallest."""
         self._clip_state()
         ke, ki = self.knobs["gain_e"], self.knobs["gain_i"]
-        return {"gain_e": ke.code_for_gain(np.exp(self.ln_s + self.ln_r / 2)),
-                "gain_i": ki.code_for_gain(np.exp(self.ln_s - self.ln_r / 2))}
+        want_e = self.ln_s + self.ln_r / 2
+        want_i = self.ln_s - self.ln_r / 2
+        ce = _neighbour_codes(ke, ke.code_for_gain(np.exp(want_e)))  # [G, 3]
+        ci = _neighbour_codes(ki, ki.code_for_gain(np.exp(want_i)))
+        with np.errstate(divide="ignore"):
+            le = np.log(np.maximum(ke.nominal_gain(ce), 1e-300))
+            li = np.log(np.maximum(ki.nominal_gain(ci), 1e-300))
+        # all 9 pairs: [G, 3, 3]
+        ls = 0.5 * (le[:, :, None] + li[:, None, :])
+        lr = le[:, :, None] - li[:, None, :]
+        d_rate = self.beta * (ls - self.ln_s[:, None, None]) + self.gamma * (lr - self.ln_r[:, None, None])
+        d_ratio = lr - self.ln_r[:, None, None]
+        cost = (d_rate / self._tol()) ** 2 + (d_ratio / max(self.cfg.balance_tol, 1e-6)) ** 2
+        cost = np.where(np.isfinite(cost), cost, np.inf)
+        best = np.argmin(cost.reshape(cost.shape[0], -1), axis=1)
+        rows = np.arange(cost.shape[0])
+        return {"gain_e": ce[rows, best // 3], "gain_i": ci[rows, best % 3]}
 
     def _applied(self, codes) -> tuple[np.ndarray, np.ndarray]:
         return self.knobs["gain_e"].nominal_gain(codes["gain_e"]), self.knobs["gain_i"].nominal_gain(codes["gain_i"])
@@ -308,7 +348,7 @@ class DualLoop(Controller):
                          for m in self._monitors(n_sweep)]
                 self._perm_pos = 0
             else:
-                wins += [Window(zero, cfg.null_ms, "null") for _ in range(3)]
+                wins += [Window(zero, cfg.null_ms, "null") for _ in range(int(cfg.null_reads))]
             return wins
         if self.phase == "probe":
             codes = self._codes_from_state()
@@ -340,7 +380,8 @@ class DualLoop(Controller):
     def _next_window_ms(self) -> float:
         cfg = self.cfg
         left = cfg.budget_ms - self.model_ms
-        if left <= cfg.first_window_ms * 0.2:
+        # a sliver of budget after a long window would add almost no information, only a last noisy correction
+        if left <= max(cfg.first_window_ms * 0.2, 0.25 * self.last_T):
             return 0.0
         return float(min(self.next_T, left))
 
@@ -424,11 +465,13 @@ class DualLoop(Controller):
         wt = m.window_ms  # input shot noise of a window mean falls as 1/T
         if self.cfg.forget_halflife_ms is not None:
             self._S *= 0.5 ** (m.window_ms / self.cfg.forget_halflife_ms)
-        for col, val in enumerate((e * e, e * i, i * i, e * y, i * y)):
+        for col, val in enumerate((e * e, e * i, i * i, e * y, i * y, y * y)):
             self._S[:, col] += np.bincount(g, weights=wt * val, minlength=self.n_groups)
+        self._S[:, 6] += np.bincount(g, minlength=self.n_groups)
+        self._bal_ms += m.window_ms
 
     def _solve_balance(self) -> None:
-        Se2, Sei, Si2, Sey, Siy = self._S.T
+        Se2, Sei, Si2, Sey, Siy, Syy, nobs = self._S.T
         det = Se2 * Si2 - Sei * Sei
         ok = det > 1e-12 * np.maximum(Se2 * Si2, 1e-300)
         # y = ge*a - gi*b  ->  [Se2, -Sei; Sei, -Si2] [a; b] = [Sey; Siy]
@@ -441,6 +484,31 @@ class DualLoop(Controller):
         target = np.log(np.where(have, self.b, 1.0) / np.where(have, self.a, 1.0))
         step = np.clip(target - self.ln_r, -self.cfg.max_ratio_step, self.cfg.max_ratio_step)
         self.ln_r = np.where(have, self.ln_r + step, self.ln_r)
+        self._balance_uncertainty(ok & have, det, Se2, Sei, Si2, Sey, Siy, Syy, nobs)
+
+    def _balance_uncertainty(self, ok, det, Se2, Sei, Si2, Sey, Siy, Syy, nobs) -> None:
+        """Standard error of the balance index the new ratio will give, from the least-squares covariance.
+
+        Residual variance per unit weight: RSS / (n - 2), with RSS = Syy - (a Sey - b Siy). On per-neuron knobs it
+        is pooled over neurons (each has few readings); a shared knob's own readings estimate it."""
+        a, b = self.a, self.b
+        with np.errstate(invalid="ignore", divide="ignore"):
+            rss = np.maximum(Syy - (a * Sey - b * Siy), 0.0)
+            dof = nobs - 2
+            s2 = np.where(dof > 0, rss / np.maximum(dof, 1), np.nan)
+        if not self.shared:
+            pooled = np.nanmedian(s2[ok]) if np.any(ok & np.isfinite(s2)) else np.nan
+            s2 = np.full_like(s2, pooled)
+        # inverse of X'WX with X = [ge, -gi]: [[Si2, Sei], [Sei, Se2]] / det
+        with np.errstate(invalid="ignore", divide="ignore"):
+            vaa, vbb, vab = s2 * Si2 / det, s2 * Se2 / det, s2 * Sei / det
+            ge = np.exp(self.ln_s + self.ln_r / 2)
+            gi = np.exp(self.ln_s - self.ln_r / 2)
+            # B = 1 - gi b / (ge a): dB/da = gi b/(ge a^2), dB/db = -gi/(ge a)
+            da = gi * b / (ge * a * a)
+            db = -gi / (ge * a)
+            var = da * da * vaa + db * db * vbb + 2 * da * db * vab
+            self.balance_se = np.where(ok, np.sqrt(np.maximum(var, 0.0)), np.inf)
 
     def _measured_balance(self, ysum: np.ndarray, ycnt: np.ndarray, codes) -> None:
         """Balance index of each group as this loop window measured it: |mean proxy| / (gain_e a)."""
@@ -451,23 +519,43 @@ class DualLoop(Controller):
             self.balance_est = np.where(gn > 0, np.abs(gy / np.maximum(gn, 1)) / (ge * self.a), np.nan)
 
     def _update_fano(self, sub_counts: list, T: float) -> None:
-        """Running estimate of the spike-count Fano factor across sub-windows, the population's common
-        fluctuation removed (it does not spread neurons apart). Clipped to [0.2, 3]."""
+        """Running estimate of the spike-count Fano factor of what loop 2 estimates, clipped to [0.2, 5].
+
+        Per-neuron knobs: each neuron's count across sub-windows, the population's common fluctuation removed
+        (shared inputs make every neuron fire more in the same window; that does not spread neurons apart).
+        Shared knobs: the *group's summed* count, common fluctuation included (it is exactly what moves a core's
+        mean rate), with sub-windows merged into at most 8 bins so slow input fluctuations are seen."""
         if len(sub_counts) < 2:
             return
-        c = np.array(sub_counts, dtype=float)[:, ~self.dead]
-        m = c.mean(axis=0)
-        ok = m > 0.5
-        if ok.sum() < 3:
-            return
-        c = c[:, ok]
-        tot = c.sum(axis=1, keepdims=True)
-        r = c - m[ok][None, :] * (tot / max(tot.mean(), 1e-9))
-        f = float(np.median(r.var(axis=0, ddof=1) / m[ok]))
+        c = np.array(sub_counts, dtype=float)
+        if self.shared:
+            live = ~self.dead
+            g = np.stack([np.bincount(self.group_of, weights=row * live, minlength=self.n_groups) for row in c])
+            k = min(8, g.shape[0])
+            bins = np.array_split(np.arange(g.shape[0]), k)
+            g = np.stack([g[b].sum(axis=0) for b in bins])
+            lens = np.array([len(b) for b in bins], dtype=float)[:, None]
+            g = g / lens  # equal-length bins up to one sub-window; per-sub-window mean count
+            m = g.mean(axis=0)
+            ok = m > 0
+            if k < 2 or not ok.any():
+                return
+            # var of a bin's mean over lens sub-windows, scaled back to the Fano of a bin's total count
+            f = float(np.median(g[:, ok].var(axis=0, ddof=1) * lens.mean() / m[ok]))
+        else:
+            c = c[:, ~self.dead]
+            m = c.mean(axis=0)
+            ok = m > 0.5
+            if ok.sum() < 3:
+                return
+            c = c[:, ok]
+            tot = c.sum(axis=1, keepdims=True)
+            r = c - m[ok][None, :] * (tot / max(tot.mean(), 1e-9))
+            f = float(np.median(r.var(axis=0, ddof=1) / m[ok]))
         if not np.isfinite(f):
             return
         self.fano = (self.fano * self._fano_w + f * T) / (self._fano_w + T)
-        self.fano = float(np.clip(self.fano, 0.2, 3.0))
+        self.fano = float(np.clip(self.fano, 0.2, 5.0))
         self._fano_w += T
 
     def _solve_rate(self, c_now: np.ndarray, n_now: np.ndarray, T_now: float) -> np.ndarray:
@@ -545,7 +633,8 @@ class DualLoop(Controller):
         return self.cfg.rate_tol_shared if self.shared else self.cfg.rate_tol
 
     def _schedule(self, step_err: np.ndarray) -> None:
-        """Next loop window: grow while the error is within the noise; stop when the tolerance is reached."""
+        """Next loop window: long enough for what the tolerances still need, at most ``max_growth`` times the
+        last one, and not growing while the rate is still far from target (beyond its counting noise)."""
         cfg = self.cfg
         live_g = np.array(self._rw_n)[-1] > 0
         active = live_g & ~self.unreachable_rate & ~self.unreachable_ratio
@@ -555,24 +644,28 @@ class DualLoop(Controller):
         tol = self._tol()
         se = self.rate_se[active]
         rms_se = float(np.sqrt(np.mean(np.minimum(se, 10.0) ** 2)))
-        # how far the groups still are from target, in units of their own counting noise
         err = self.rate_err[active]
         noise = np.sqrt(self.fano / np.maximum(np.array(self._rw_c)[-1][active] + 1, 1))
         far = float(np.median(err / noise))
-        bal = self.balance_est[active]
-        bal_ok = np.all(np.isfinite(bal)) and float(np.quantile(bal, 0.95)) <= cfg.balance_tol
+        bse = self.balance_se[active]
+        bal_rms = float(np.sqrt(np.mean(np.minimum(bse, 10.0) ** 2)))
+        # |balance| of a group is ~ its standard error; 2 se covers ~95 % of groups
+        bal_ok = 2.0 * bal_rms <= cfg.balance_tol
         if rms_se <= tol and bal_ok and far < 3.0:
             self.done = True
             return
         growth = cfg.max_growth if far < 3.0 else 1.0
         T = self.last_T * growth
-        # trim to the counts the tolerance still needs: sum of counts >= 1/tol^2 at the target rate
-        if far < 3.0 and np.isfinite(rms_se):
+        need = []
+        if np.isfinite(rms_se):
             n_per_group = np.maximum(np.array(self._rw_n)[-1][active], 1)
             have = self.fano / np.maximum(rms_se, 1e-9) ** 2
             need_counts = max(self.fano / tol ** 2 - have, 0.0)
-            need_T = need_counts / (self.targets.rate_hz * float(np.median(n_per_group))) * 1e3 * 1.1
-            T = min(T, max(need_T, cfg.first_window_ms))
+            need.append(need_counts / (self.targets.rate_hz * float(np.median(n_per_group))) * 1e3 * 1.1)
+        if np.isfinite(bal_rms) and not bal_ok:
+            need.append(self._bal_ms * ((2.0 * bal_rms / cfg.balance_tol) ** 2 - 1.0) * 1.1)
+        if need and far < 3.0:
+            T = min(T, max(max(need), cfg.first_window_ms))
         self.next_T = max(T, cfg.first_window_ms * 0.5)
 
     def _loop_info(self, c, n_live, T) -> dict:
@@ -586,6 +679,7 @@ class DualLoop(Controller):
             "balance_p95": float(np.quantile(bal, 0.95)) if bal.size else None,
             "beta": self.beta, "gamma": self.gamma, "fano": self.fano,
             "rate_se_rms": float(np.sqrt(np.mean(np.minimum(self.rate_se[live_g], 10) ** 2))) if live_g.any() else None,
+            "balance_se_rms": float(np.sqrt(np.mean(np.minimum(self.balance_se[live_g], 10) ** 2))) if live_g.any() else None,
         }
 
     def status(self) -> Status:
@@ -784,7 +878,15 @@ class CrossHomeostatic(_FixedWindowBaseline):
 
     def _init(self) -> None:
         self.rng = np.random.default_rng(self.seed)
-        self._code_f = {k: np.asarray(v, dtype=float) for k, v in self.codes.items()}
+        # codes ordered by gain, so "one fine step" is one position along the DAC's own code order
+        self._order = {}
+        self._pos = {}
+        for k, spec in self.knobs.items():
+            valid = spec.valid_codes()
+            order = valid[np.argsort(spec.nominal_gain(valid), kind="stable")]
+            self._order[k] = order
+            where = {int(c): i for i, c in enumerate(order)}
+            self._pos[k] = np.array([where[int(c)] for c in self.codes[k]], dtype=np.int64)
 
     def plan(self) -> list[Window]:
         return self._loop_window()
@@ -798,15 +900,13 @@ class CrossHomeostatic(_FixedWindowBaseline):
         live = n_live > 0
         err = self.targets.rate_hz - rate
         drive = self.eta * np.maximum(1.0, rate) * err
-        # fine-code steps scale with the code (Maryada: one fine step is 1/fine of the bias)
+        # integer code steps (Maryada: stochastically rounded fine-code steps, at most 5 per iteration)
+        self.codes = dict(self.codes)
         for knob, sign in (("gain_e", +1.0), ("gain_i", -1.0)):
-            spec = self.knobs[knob]
-            steps = self._steps(sign * drive)
-            g = np.maximum(spec.nominal_gain(self.codes[knob]), spec.gain_limits()[0])
-            lo, hi = spec.gain_limits()
-            new = np.clip(g * (1.0 + steps / 128.0), lo, hi)
-            self.codes = dict(self.codes)
-            self.codes[knob] = spec.code_for_gain(new)
+            steps = self._steps(sign * drive).astype(np.int64)
+            order = self._order[knob]
+            self._pos[knob] = np.clip(self._pos[knob] + steps, 0, len(order) - 1)
+            self.codes[knob] = order[self._pos[knob]]
         mean = float(rate[live].mean()) if live.any() else 0.0
         cv = float(rate[live].std() / max(mean, 1e-9)) if live.any() else 0.0
         if abs(mean / self.targets.rate_hz - 1) < 0.01 and (cv <= self.rate_tol or self.knobs["gain_e"].sharing != "neuron"):

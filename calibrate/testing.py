@@ -1,0 +1,130 @@
+"""A pytest plugin for regression-testing calibration controllers in CI (entry point ``pytest11: eical``).
+
+Installed with eical, it gives every test session three fixtures and an assertion helper::
+
+    def test_my_controller_calibrates_devboard(eical_calibrate):
+        result = eical_calibrate(MyController(), profile="devboard", seed=3)
+        assert_calibrated(result, rate_cv=0.05, balance=0.05)
+
+- ``eical_chip(profile, seed, **kw)``: a seeded emulated chip (``NumpyDevice``), closed after the test;
+- ``eical_calibrate(controller, profile=..., seed=..., target_rate_hz=..., **run_kw)``: runs
+  ``calibrate.run.calibrate`` on such a chip and returns the ``CalibrationResult``;
+- ``eical_targets``: the default ``Targets`` (10 Hz, zero proxy);
+- ``assert_calibrated(result, ...)`` (import it from ``calibrate.testing``): replays the emulated chip at the
+  result's codes on independent inputs and checks the true figures; raises ``AssertionError`` with every figure.
+
+Everything is seeded, so a test that passes once passes every time, on every machine.
+"""
+from __future__ import annotations
+
+from typing import Optional
+
+import pytest
+
+__all__ = ["assert_calibrated", "CalibrationCheck"]
+
+
+class CalibrationCheck(dict):
+    """The figures ``assert_calibrated`` judged (a dict, so a failing test prints them all)."""
+
+
+def assert_calibrated(result, *, rate_cv: float = 0.05, balance: float = 0.05, balance_quantile: float = 0.95,
+                      rate_err: float = 0.05, group_rate_err: Optional[float] = None,
+                      group_balance: Optional[float] = None, replay_s: float = 60.0,
+                      profile=None) -> CalibrationCheck:
+    """Check a calibration against emulator truth (independent replay at the final codes).
+
+    Parameters
+    ----------
+    rate_cv: bound on the rate CV across live neurons, counting noise of the replay removed (per-neuron knobs).
+    balance, balance_quantile: bound on the given quantile of the per-neuron balance index (per-neuron knobs).
+    rate_err: bound on |mean rate / target - 1| over live neurons.
+    group_rate_err, group_balance: for shared knobs, bounds on every group's |mean rate / target - 1| and balance
+        index (default: rate_err and balance).
+    replay_s: replay length; profile: the profile (default: looked up from the result's chip).
+
+    Every neuron must be accounted for: calibrated + unreachable + dead = N.
+    """
+    import numpy as np
+
+    from .metrics import true_figures
+
+    ident = result.identity
+    if ident.seed is None:
+        raise AssertionError("assert_calibrated judges emulated chips (it replays them); this chip has no seed")
+    st = result.status.counts()
+    fig = true_figures(profile if profile is not None else ident.profile, ident.seed, result.codes,
+                       replay_s=replay_s, target_rate_hz=result.targets.rate_hz)
+    check = CalibrationCheck(fig.to_dict())
+    check.update(neurons=st, model_time_s=result.model_ms / 1e3, iterations=result.iterations)
+    problems = []
+    if st["calibrated"] + st["unreachable"] + st["dead"] != st["n"]:
+        problems.append(f"neuron accounting: {st}")
+    err = abs(fig.rate_mean_hz / result.targets.rate_hz - 1)
+    shared = result.codes["gain_e"].shape[0] < ident.n_neurons
+    if shared:
+        gre = rate_err if group_rate_err is None else group_rate_err
+        gb = balance if group_balance is None else group_balance
+        if fig.group_rate_err_max is None or fig.group_rate_err_max > gre:
+            problems.append(f"group rate error {fig.group_rate_err_max:.4f} > {gre}")
+        if fig.group_balance_max is None or fig.group_balance_max > gb:
+            problems.append(f"group balance index {fig.group_balance_max:.4f} > {gb}")
+    else:
+        if not np.isfinite(fig.rate_cv_deconvolved) or fig.rate_cv_deconvolved > rate_cv:
+            problems.append(f"rate CV {fig.rate_cv_deconvolved:.4f} > {rate_cv}")
+        bq = _balance_quantile(fig, balance_quantile)
+        if bq > balance:
+            problems.append(f"balance index q{balance_quantile:g} {bq:.4f} > {balance}")
+        if err > rate_err:
+            problems.append(f"mean rate {fig.rate_mean_hz:.3f} Hz is {err:.1%} off target")
+    if problems:
+        raise AssertionError("calibration not good enough: " + "; ".join(problems) + f"\nfigures: {dict(check)}")
+    return check
+
+
+def _balance_quantile(fig, q: float) -> float:
+    # TrueFigures carries p95 and the median; other quantiles need the replay again, so only those two are offered
+    if abs(q - 0.95) < 1e-9:
+        return fig.balance_p95
+    if abs(q - 0.5) < 1e-9:
+        return fig.balance_median
+    raise ValueError("balance_quantile must be 0.95 or 0.5")
+
+
+@pytest.fixture
+def eical_targets():
+    from .controllers import Targets
+
+    return Targets()
+
+
+@pytest.fixture
+def eical_chip():
+    """Factory: ``eical_chip(profile="devboard", seed=0, **kw)`` -> a seeded emulated chip, closed at teardown."""
+    from hw_models.emulator import NumpyDevice
+
+    made = []
+
+    def make(profile: str = "devboard", seed: int = 0, **kw):
+        dev = NumpyDevice(profile, seed, **kw)
+        made.append(dev)
+        return dev
+
+    yield make
+    for d in made:
+        d.close()
+
+
+@pytest.fixture
+def eical_calibrate(eical_chip):
+    """Factory: ``eical_calibrate(controller, profile="devboard", seed=0, target_rate_hz=None, **run_kw)`` runs a
+    calibration on a fresh seeded chip and returns the ``CalibrationResult``."""
+    from .controllers import Targets
+    from .run import calibrate
+
+    def run(controller, profile: str = "devboard", seed: int = 0, target_rate_hz: Optional[float] = None, **run_kw):
+        dev = eical_chip(profile, seed)
+        rate = target_rate_hz if target_rate_hz is not None else dev.profile["targets"]["rate_hz"]
+        return calibrate(dev, controller, targets=Targets(rate_hz=rate), **run_kw)
+
+    return run

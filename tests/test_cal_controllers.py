@@ -1,0 +1,159 @@
+"""Controllers against synthetic plants whose right answer is known in closed form (fast)."""
+import numpy as np
+import pytest
+
+from calibrate.controllers import (CONTROLLERS, BinarySearch, CrossHomeostatic, DualLoop, DualLoopSettings, RateOnly,
+                                   Targets, make_controller)
+from calibrate.run import History, calibrate, replay
+from hw_models.device import Device
+
+from cal_plants import PowerLawPlant
+
+
+def test_plant_is_a_device():
+    assert isinstance(PowerLawPlant(8), Device)
+
+
+def test_dual_loop_balances_and_sets_rates_on_a_power_law_plant():
+    plant = PowerLawPlant(64, seed=1)
+    res = calibrate(plant, DualLoop(budget_ms=60_000), targets=Targets(10.0))
+    assert res.iterations <= 15
+    rates = plant.true_rates()
+    floor = np.sqrt(1.0 / (10.0 * res.model_ms * 1e-3))  # Poisson counting floor of the time it spent
+    assert np.std(rates) / np.mean(rates) < 1.5 * floor
+    assert abs(np.mean(rates) / 10 - 1) < 0.03
+    # offsets of 15 pA (5 % of the excitatory part) were removed: balance far better than the offsets allow
+    assert np.quantile(plant.true_balance(), 0.95) < 0.02
+    assert res.status.counts() == {"calibrated": 64, "unreachable": 0, "dead": 0, "n": 64}
+
+
+def test_without_offset_nulling_the_offset_is_mistaken_for_imbalance():
+    # the reason for null windows: an uncorrected 15 pA offset (sd) leaves ~5 % imbalance
+    plant = PowerLawPlant(64, seed=1, offset_sd=15.0)
+    ctrl = DualLoop(budget_ms=30_000)
+    calibrate(plant, ctrl, targets=Targets(10.0))
+    good = np.quantile(plant.true_balance(), 0.95)
+    plant2 = PowerLawPlant(64, seed=1, offset_sd=15.0)
+    ctrl2 = DualLoop(budget_ms=30_000)
+    ctrl2.begin(plant2.identity, plant2.knobs, Targets(10.0), plant2.codes)
+    # feed it the offset-free null readings a broken ADC path would give (all zeros): offsets stay uncorrected
+    windows = ctrl2.plan()
+    meas = [plant2.measure(w.window_ms) for w in windows]
+    for m in meas:
+        m.proxy_pa[:] = 0.0
+    ctrl2.update(windows, meas)
+    while True:
+        windows = ctrl2.plan()
+        if not windows:
+            break
+        ms = []
+        for w in windows:
+            plant2.set_codes(w.codes)
+            ms.append(plant2.measure(w.window_ms, w.monitor))
+        ctrl2.update(windows, ms)
+    plant2.set_codes(ctrl2.codes)
+    bad = np.quantile(plant2.true_balance(), 0.95)
+    assert bad > 3 * good and bad > 0.04
+
+
+def test_dead_neurons_are_detected_excluded_and_reported():
+    plant = PowerLawPlant(32, seed=2, dead=[3, 17])
+    res = calibrate(plant, DualLoop(budget_ms=40_000), targets=Targets(10.0))
+    assert np.flatnonzero(res.status.dead).tolist() == [3, 17]
+    live = ~plant.dead
+    r = plant.true_rates()[live]
+    assert abs(np.mean(r) / 10 - 1) < 0.05  # dead neurons do not drag the others' scale
+    c = res.status.counts()
+    assert c["calibrated"] + c["unreachable"] + c["dead"] == 32
+
+
+def test_a_neuron_beyond_the_dac_range_is_unreachable_and_does_not_wind_up():
+    plant = PowerLawPlant(16, seed=3)
+    plant.ln_s_star[5] = np.log(20.0)  # needs 20x nominal gain; an 8-bit DAC at code_ref 64 gives at most 4x
+    res = calibrate(plant, DualLoop(budget_ms=30_000), targets=Targets(10.0))
+    assert res.status.unreachable[5]
+    assert res.codes["gain_e"][5] == 255 or res.codes["gain_i"][5] == 255  # pinned at the limit, not beyond
+    others = np.delete(np.arange(16), 5)
+    assert not res.status.unreachable[others].any()
+    assert res.status.counts()["calibrated"] == 15
+
+
+def test_shared_knobs_with_one_monitored_neuron_per_core():
+    plant = PowerLawPlant(4 * 64, seed=4, sharing="core", n_cores=4, proxy_channels="one_per_core")
+    res = calibrate(plant, DualLoop(), targets=Targets(10.0))
+    rates = plant.true_rates()
+    core_means = rates.reshape(4, 64).mean(axis=1)
+    assert np.all(np.abs(core_means / 10 - 1) < 0.03)
+    ge, gi = plant.gains()
+    core_bal = np.abs((ge * plant.a - gi * plant.b).reshape(4, 64).sum(1)) / (ge * plant.a).reshape(4, 64).sum(1)
+    assert np.all(core_bal < 0.05)
+    # every proxy reading came from at most one neuron per core
+    for p in res.history.proxy_pa:
+        assert np.all(np.isfinite(p.reshape(4, 64)).sum(axis=1) <= 1)
+
+
+def test_run_is_reproducible_and_replays_without_the_chip():
+    r1 = calibrate(PowerLawPlant(32, seed=5), DualLoop(budget_ms=20_000), targets=Targets(10.0))
+    r2 = calibrate(PowerLawPlant(32, seed=5), DualLoop(budget_ms=20_000), targets=Targets(10.0))
+    assert r1.history.equal(r2.history)
+    assert all(np.array_equal(r1.codes[k], r2.codes[k]) for k in r1.codes)
+    plant = PowerLawPlant(32, seed=5)
+    infos = replay(r1.history, DualLoop(budget_ms=20_000), plant.identity, plant.knobs, Targets(10.0), plant.codes)
+    assert len(infos) == len(r1.history.iterations)
+
+
+def test_history_round_trips_through_npz(tmp_path):
+    r = calibrate(PowerLawPlant(16, seed=6), DualLoop(budget_ms=10_000), targets=Targets(10.0))
+    r.history.save(tmp_path / "h.npz")
+    h = History.load(tmp_path / "h.npz")
+    assert h.equal(r.history)
+    assert h.iterations == r.history.iterations
+
+
+@pytest.mark.parametrize("name", sorted(CONTROLLERS))
+def test_every_controller_runs_and_accounts_for_every_neuron(name):
+    plant = PowerLawPlant(16, seed=7, dead=[2])
+    kw = {"budget_ms": 20_000} if name == "dual-loop" else {"budget_ms": 20_000, "window_ms": 500}
+    res = calibrate(plant, make_controller(name, **kw), targets=Targets(10.0), max_iterations=40)
+    c = res.status.counts()
+    assert c["calibrated"] + c["unreachable"] + c["dead"] == 16
+    assert res.status.dead[2]
+    assert res.model_ms <= 20_000 + 1e-6 + 100
+
+
+def test_rate_only_reaches_the_rate_but_not_the_balance():
+    plant = PowerLawPlant(32, seed=8, gamma=0.0)
+    calibrate(plant, RateOnly(window_ms=2000, budget_ms=120_000), targets=Targets(10.0), max_iterations=100)
+    r = plant.true_rates()
+    assert abs(np.mean(r) / 10 - 1) < 0.1
+    assert np.quantile(plant.true_balance(), 0.95) > 0.1  # inhibition never moved
+
+
+def test_binary_search_meets_its_last_knob_but_cannot_hold_both():
+    # per-knob search: the gain_e search for the rate undoes the balance the gain_i search had found (the two are
+    # coupled through s = sqrt(ge gi)); alternating stages cycle with period 2 instead of converging
+    plant = PowerLawPlant(16, seed=9, noise_sd=0.0, gamma=0.0)
+    ctrl = BinarySearch(window_ms=20_000, budget_ms=10_000_000)
+    res = calibrate(plant, ctrl, targets=Targets(10.0), max_iterations=200)
+    r = plant.true_rates()
+    assert np.std(r) / np.mean(r) < 0.1 and abs(np.mean(r) / 10 - 1) < 0.05
+    assert np.quantile(plant.true_balance(), 0.95) > 0.05
+    # it searched bit by bit: 8-bit DAC, two knobs, two rounds (plus the null read)
+    assert res.iterations == 2 * 2 * 8
+
+
+def test_cross_homeostatic_moves_rates_towards_target():
+    plant = PowerLawPlant(16, seed=10, s_star_scale=1.6)
+    before = plant.true_rates().mean()
+    calibrate(plant, CrossHomeostatic(window_ms=1000, budget_ms=200_000), targets=Targets(10.0), max_iterations=200)
+    after = plant.true_rates().mean()
+    assert abs(after - 10) < abs(before - 10)
+
+
+def test_settings_are_validated():
+    with pytest.raises(ValueError):
+        DualLoopSettings(rate_tol=-1)
+    with pytest.raises(TypeError):
+        DualLoop(DualLoopSettings(), rate_tol=0.1)
+    with pytest.raises(ValueError, match="unknown controller"):
+        make_controller("pid")
