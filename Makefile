@@ -55,7 +55,10 @@ test-lava:
 	fi
 
 bench: venv
-	$(PY) -m benchmarks
+	$(PY) -m benchmarks emulator controllers diagnostics serial
+	@py310="$(FIND_PY310)"; \
+	if [ -z "$$py310" ]; then echo "SKIPPED: Lava benchmark (no Python 3.10 found)"; \
+	else $(MAKE) --no-print-directory venv310 && timeout -s KILL $(KILL_AFTER) $(PY310) -m benchmarks lava; fi
 
 clean:
 	rm -rf $(VENV) $(VENV310) demo-out .pytest_cache

@@ -92,8 +92,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         print(f"eical: error: {e}", file=sys.stderr)
         return EXIT_USAGE
     except DeviceError as e:
-        print(f"eical: device error: {e}", file=sys.stderr)
-        return EXIT_BOARD
+        # the bridge's errors carry their own exit code (4 link lost, 5 verify, 6 board) and the table the board runs
+        code = getattr(e, "exit_code", EXIT_BOARD)
+        line = e.line() if hasattr(e, "line") else str(e)
+        print(f"eical: error: {line}", file=sys.stderr)
+        return int(code)
     except KeyboardInterrupt:
         print("eical: interrupted", file=sys.stderr)
         return 130

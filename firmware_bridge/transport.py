@@ -1,0 +1,271 @@
+"""Byte transports under the host client: a pyserial port, an in-process board, and a fault injector.
+
+A transport has ``write(data)``, ``read(timeout) -> bytes`` (at least one byte, or ``b""`` when nothing arrived
+in time), ``monotonic()`` (the clock its timeouts run on), ``baudrate`` (None when bytes take no time) and
+``close()``. It raises ``TransportError`` when the link is gone (port vanished, board powered off); the client
+turns that into ``LinkLost``.
+
+``BoardTransport`` runs a firmware ``Board`` in this process on a simulated clock: a read that finds nothing
+advances the clock by the whole timeout and returns at once, so timeouts and back-off are exercised without
+waiting (power-cut and fault-injection tests run hundreds of flashes this way).
+"""
+from __future__ import annotations
+
+import math
+import random
+import select
+import time
+from typing import Callable, Optional, Protocol
+
+from .errors import UsageError
+from .firmware.nvm import PowerLoss
+
+__all__ = [
+    "Transport",
+    "TransportError",
+    "SerialTransport",
+    "BoardTransport",
+    "FaultInjector",
+    "FaultyTransport",
+    "open_port",
+    "FORBIDDEN_BAUD",
+]
+
+# Opening a port at 1200 baud reboots an RP2040 (and several other native-USB boards) into its bootloader.
+FORBIDDEN_BAUD = 1200
+POLL_S = 0.005  # read timeout of ports that cannot be select()ed (loop://): set once at open
+
+
+class TransportError(Exception):
+    """The link is gone: the port vanished or failed, or the board lost power."""
+
+
+class Transport(Protocol):
+    baudrate: Optional[int]
+
+    def write(self, data: bytes) -> None: ...
+
+    def read(self, timeout: float) -> bytes: ...
+
+    def monotonic(self) -> float: ...
+
+    def close(self) -> None: ...
+
+
+def open_port(url: str, *, baudrate: int = 115200, write_timeout: float = 2.0, dtr: bool = False,
+              rts: bool = False):
+    """Open a pyserial port by URL, safely for dev boards.
+
+    - ``exclusive=True`` (two processes on one port corrupt each other's frames);
+    - DTR and RTS are set *before* opening (USB-UART bridges reset the MCU when they toggle);
+    - never 1200 baud (RP2040 bootloader entry);
+    - the read timeout is set once (on a POSIX port each change is a tcsetattr call): 0, then select() waits.
+
+    Raises
+    ------
+    UsageError
+        For a forbidden baud rate or a malformed URL.
+    TransportError
+        When the port cannot be opened.
+    """
+    import serial
+
+    if baudrate == FORBIDDEN_BAUD:
+        raise UsageError(f"refusing {FORBIDDEN_BAUD} baud: opening a port at {FORBIDDEN_BAUD} baud reboots an "
+                         "RP2040 into its bootloader")
+    if baudrate <= 0:
+        raise UsageError(f"not a valid baud rate: {baudrate!r}")
+    try:
+        ser = serial.serial_for_url(url, do_not_open=True, baudrate=baudrate, timeout=0,
+                                    write_timeout=write_timeout, exclusive=True)
+    except ValueError as e:
+        raise UsageError(f"invalid port {url!r}: {e}") from None
+    except serial.SerialException as e:
+        raise TransportError(f"cannot open {url}: {e}") from None
+    try:
+        ser.dtr = dtr
+        ser.rts = rts
+        ser.open()
+    except ValueError as e:
+        raise UsageError(f"invalid port {url!r}: {e}") from None
+    except (serial.SerialException, OSError) as e:
+        raise TransportError(f"cannot open {url}: {e}") from None
+    return ser
+
+
+class SerialTransport:
+    """A pyserial port (any URL) as a transport. Waits with select() where the port has a file descriptor."""
+
+    def __init__(self, ser, *, url: Optional[str] = None):
+        self.ser = ser
+        self.url = url or getattr(ser, "port", None) or "?"
+        self._fd: Optional[int] = None
+        try:
+            fd = ser.fileno()
+            select.select([fd], [], [], 0)
+            self._fd = fd
+        except Exception:
+            # No pollable descriptor (loop://): poll with a short fixed read timeout instead.
+            ser.timeout = POLL_S
+
+    @classmethod
+    def open(cls, url: str, *, baudrate: int = 115200, **kw) -> "SerialTransport":
+        return cls(open_port(url, baudrate=baudrate, **kw), url=url)
+
+    @property
+    def baudrate(self) -> Optional[int]:
+        return getattr(self.ser, "baudrate", None)
+
+    def monotonic(self) -> float:
+        return time.monotonic()
+
+    def write(self, data: bytes) -> None:
+        import serial
+
+        try:
+            self.ser.write(data)
+        except (serial.SerialException, OSError) as e:
+            raise TransportError(f"write to {self.url} failed: {e}") from None
+
+    def read(self, timeout: float) -> bytes:
+        import serial
+
+        try:
+            if self._fd is not None:
+                ready, _, _ = select.select([self._fd], [], [], max(0.0, timeout))
+                if not ready:
+                    return b""
+                return self.ser.read(max(1, self.ser.in_waiting))
+            deadline = time.monotonic() + timeout
+            while True:
+                data = self.ser.read(max(1, self.ser.in_waiting))
+                if data or time.monotonic() >= deadline:
+                    return data
+        except (serial.SerialException, OSError, ValueError) as e:
+            # pyserial: "device reports readiness to read but returned no data" = the other end vanished.
+            raise TransportError(f"read from {self.url} failed: {e}") from None
+
+    def close(self) -> None:
+        try:
+            self.ser.close()
+        except Exception:
+            pass
+
+
+class BoardTransport:
+    """A firmware Board in this process, on a simulated clock (see the module docstring).
+
+    Parameters
+    ----------
+    make_board
+        Boots a Board (called once now, and again after a RESET: a reboot on the same flash).
+    """
+
+    baudrate = None
+
+    def __init__(self, make_board: Callable[[], object]):
+        self.make_board = make_board
+        self.board = make_board()
+        self.now = 0.0
+        self.dead = False
+        self._rx = bytearray()
+
+    def monotonic(self) -> float:
+        return self.now
+
+    def write(self, data: bytes) -> None:
+        if self.dead:
+            raise TransportError("the board is off")
+        try:
+            self._rx += self.board.receive(data)
+        except PowerLoss:
+            self.dead = True
+            raise TransportError("the board lost power") from None
+        if self.board.reset_requested:
+            self.board = self.make_board()
+
+    def read(self, timeout: float) -> bytes:
+        if self.dead:
+            raise TransportError("the board is off")
+        if self._rx:
+            out = bytes(self._rx)
+            self._rx.clear()
+            return out
+        self.now += max(0.0, timeout)
+        return b""
+
+    def close(self) -> None:
+        pass
+
+
+class FaultInjector:
+    """Damage a byte stream at a given byte error rate, reproducibly.
+
+    Each byte independently suffers a fault with probability ``rate``: it is dropped, one of its bits is flipped,
+    or a random byte is inserted before it (equally likely). Gaps between faults are drawn geometrically, so the
+    cost does not grow with the rate's inverse.
+    """
+
+    def __init__(self, rate: float, seed: int):
+        if not 0.0 <= rate < 1.0:
+            raise ValueError(f"byte error rate must lie in [0, 1), got {rate!r}")
+        self.rate = rate
+        self.rng = random.Random(seed)
+        self.faults = 0
+        self._gap = self._draw()
+
+    def _draw(self) -> float:
+        if self.rate == 0.0:
+            return math.inf
+        u = self.rng.random()
+        return math.floor(math.log1p(-u) / math.log1p(-self.rate))
+
+    def apply(self, data: bytes) -> bytes:
+        if self._gap >= len(data):
+            self._gap -= len(data)
+            return data
+        out = bytearray()
+        pos = 0
+        n = len(data)
+        while self._gap < n - pos:
+            at = pos + int(self._gap)
+            out += data[pos:at]
+            kind = self.rng.randrange(3)
+            if kind == 0:  # drop
+                pass
+            elif kind == 1:  # flip one bit
+                out.append(data[at] ^ (1 << self.rng.randrange(8)))
+            else:  # insert a random byte before it
+                out.append(self.rng.randrange(256))
+                out.append(data[at])
+            self.faults += 1
+            pos = at + 1
+            self._gap = self._draw()
+        self._gap -= n - pos
+        out += data[pos:]
+        return bytes(out)
+
+
+class FaultyTransport:
+    """Wrap a transport so that both directions pass through a FaultInjector (seeds ``2*seed`` and ``2*seed+1``)."""
+
+    def __init__(self, inner, rate: float, seed: int):
+        self.inner = inner
+        self.tx = FaultInjector(rate, 2 * seed)
+        self.rx = FaultInjector(rate, 2 * seed + 1)
+
+    @property
+    def baudrate(self) -> Optional[int]:
+        return self.inner.baudrate
+
+    def monotonic(self) -> float:
+        return self.inner.monotonic()
+
+    def write(self, data: bytes) -> None:
+        self.inner.write(self.tx.apply(data))
+
+    def read(self, timeout: float) -> bytes:
+        return self.rx.apply(self.inner.read(timeout))
+
+    def close(self) -> None:
+        self.inner.close()
