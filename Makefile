@@ -10,6 +10,7 @@ PY := $(VENV)/bin/python
 PY310 := $(VENV310)/bin/python
 # A hard kill so a hung Lava runtime (orphaned workers holding stdout open) fails CI fast instead of stalling it.
 KILL_AFTER ?= 1500
+LAVA_KILL_AFTER ?= 300
 
 # Find a working Python 3.10: `python3.10` on PATH when it runs, else pyenv's newest 3.10.x.
 FIND_PY310 = $(shell (python3.10 -c 'import sys; assert sys.version_info[:2]==(3,10)' >/dev/null 2>&1 && command -v python3.10) || \
@@ -51,7 +52,7 @@ test-lava:
 	  echo "SKIPPED: Lava lane (no Python 3.10 found as python3.10 on PATH or in pyenv versions); Lava tests not run"; \
 	else \
 	  $(MAKE) --no-print-directory venv310 && \
-	  timeout -s KILL $(KILL_AFTER) $(PY310) -m pytest -q -m "lava" -p no:cacheprovider; \
+	  timeout -s KILL $(LAVA_KILL_AFTER) $(PY310) -m pytest -q -m "lava" -p no:cacheprovider; \
 	fi
 
 bench: venv

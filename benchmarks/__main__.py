@@ -11,7 +11,7 @@ from pathlib import Path
 
 
 def main(argv=None) -> int:
-    names = sorted(m.name[len("bench_"):] for m in pkgutil.iter_modules([str(Path(__file__).parent))
+    names = sorted(m.name[len("bench_"):] for m in pkgutil.iter_modules([str(Path(__file__).parent)])
                    if m.name.startswith("bench_"))
     want = (argv if argv is not None else sys.argv[1:]) or names
     unknown = [w for w in want if w not in names]

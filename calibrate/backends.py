@@ -47,9 +47,12 @@ def open_device(backend: str, profile=None, seed: Optional[int] = None, *, tempe
         why = lava_available()
         if why:
             raise BackendUnavailable(why)
-        from hw_models.lava import LavaDevice
+        from hw_models.lava import LavaDevice, LavaUnavailable
 
-        return LavaDevice(profile, seed, temperature_k=temperature_k, **kwargs)
+        try:
+            return LavaDevice(profile, seed, temperature_k=temperature_k, **kwargs)
+        except LavaUnavailable as e:
+            raise BackendUnavailable(str(e)) from e
     if backend.startswith("serial:"):
         url = backend[len("serial:"):]
         if not url:

@@ -44,6 +44,7 @@ __all__ = [
     "isi_cv",
     "isi_cv2",
     "fano_factor",
+    "mean_count_correlation",
     "classify_regime",
     "balance_index",
     "signed_balance",
@@ -161,6 +162,15 @@ class FlagThresholds:
     chi_max : float
         ``synchronous`` when the synchrony measure chi of the sampled membrane potentials exceeds it (about
         1/sqrt(M) for M asynchronous neurons: 0.125 for the 64 default trace neurons; 1 for full synchrony).
+        0.5 means a quarter of the potential variance is common to all neurons; shared Poisson inputs alone
+        (12.5 % of the sources shared, as in the bss2, devboard and dynapse2 profiles) gave 0.28 on a
+        calibrated bss2 chip.
+    rsc_max : float
+        ``synchronous`` also when the mean pairwise spike-count correlation (:func:`mean_count_correlation`)
+        in windows of ``rsc_window_ms`` exceeds it. Asynchronous balanced networks: ~0.01 (Renart et al.
+        2010); 0.1 is ten times that.
+    rsc_window_ms : float
+        Window of that correlation (30 ms, our choice: a few synaptic and membrane time constants).
     min_rate_hz : float
         ``silent`` when the mean rate is below it (most other figures are then meaningless).
     advisory : tuple of str
@@ -182,7 +192,9 @@ class FlagThresholds:
     cv_threshold: float = 0.5
     mean_driven_fraction_max: float = 0.5
     gamma_modulation_max: float = 0.3
-    chi_max: float = 0.35
+    chi_max: float = 0.5
+    rsc_max: float = 0.1
+    rsc_window_ms: float = 30.0
     min_rate_hz: float = 0.1
     advisory: Tuple[str, ...] = ("gamma_oscillation",)
 
@@ -314,25 +326,78 @@ def fano_factor(
     """
     t, i = sort_by_neuron(times_ms, ids)
     out = np.full((len(windows_ms), n_neurons), np.nan)
-    span = float(t_stop_ms) - float(t_start_ms)
     for w_idx, w in enumerate(windows_ms):
-        nb = int(math.floor(span / w + 1e-9))
-        if nb < max(2, min_windows):
+        mom = _count_moments(t, i, n_neurons, t_start_ms, t_stop_ms, w, min_windows)
+        if mom is None:
             continue
-        b = np.floor((t - t_start_ms) / w).astype(np.int64)
-        ok = (b >= 0) & (b < nb)
-        key = i[ok] * nb + b[ok]  # non-decreasing: neuron-sorted, time-sorted within neuron
-        if key.size == 0:
-            continue
-        starts = np.flatnonzero(np.concatenate(([True], key[1:] != key[:-1])))
-        c = np.diff(np.append(starts, key.size)).astype(np.float64)
-        who = key[starts] // nb
-        s1 = np.bincount(who, c, minlength=n_neurons)
-        s2 = np.bincount(who, c * c, minlength=n_neurons)
-        mean = s1 / nb
-        var = (s2 - nb * mean * mean) / (nb - 1)
+        mean, var, _ = mom
         with np.errstate(invalid="ignore", divide="ignore"):
             out[w_idx] = np.where(mean > 0, var / mean, np.nan)
+    return out
+
+
+def _count_moments(
+    t: np.ndarray, i: np.ndarray, n_neurons: int, t_start_ms: float, t_stop_ms: float, w: float, min_windows: int
+) -> Optional[Tuple[np.ndarray, np.ndarray, float]]:
+    """Per-neuron mean and unbiased variance of counts in windows ``w``, and the variance of their sum.
+
+    ``t, i`` must be neuron-sorted. Returns None with fewer than ``max(2, min_windows)`` complete windows.
+    """
+    nb = int(math.floor((float(t_stop_ms) - float(t_start_ms)) / w + 1e-9))
+    if nb < max(2, min_windows):
+        return None
+    b = np.floor((t - t_start_ms) / w).astype(np.int64)
+    ok = (b >= 0) & (b < nb)
+    key = i[ok] * nb + b[ok]  # non-decreasing: neuron-sorted, time-sorted within neuron
+    if key.size == 0:
+        z = np.zeros(n_neurons)
+        return z, z.copy(), 0.0
+    starts = np.flatnonzero(np.concatenate(([True], key[1:] != key[:-1])))
+    c = np.diff(np.append(starts, key.size)).astype(np.float64)
+    who = key[starts] // nb
+    s1 = np.bincount(who, c, minlength=n_neurons)
+    s2 = np.bincount(who, c * c, minlength=n_neurons)
+    mean = s1 / nb
+    var = (s2 - nb * mean * mean) / (nb - 1)
+    pop = np.bincount(b[ok], minlength=nb).astype(np.float64)
+    return mean, var, float(pop.var(ddof=1))
+
+
+def mean_count_correlation(
+    times_ms: np.ndarray,
+    ids: np.ndarray,
+    n_neurons: int,
+    t_start_ms: float,
+    t_stop_ms: float,
+    *,
+    windows_ms: Sequence[float] = (10.0, 30.0, 100.0),
+    min_windows: int = 10,
+) -> np.ndarray:
+    """Mean pairwise correlation of spike counts, from the population count (no N^2 pair loop).
+
+    ``r = sum_{i != j} Cov(n_i, n_j) / sum_{i != j} sd_i sd_j
+        = (Var(sum_i n_i) - sum_i Var n_i) / ((sum_i sd_i)^2 - sum_i Var n_i)``,
+    the standard-deviation-weighted mean of the pairwise count correlations in windows ``w`` (exact identity;
+    weighting by sd is our choice, it makes the estimate O(S) and lets silent neurons drop out). An
+    asynchronous balanced network has r of order 0.01 (Renart et al., Science 327:587, 2010; Ecker et al.
+    2010 measured 0.01 in cortex); synchronous or oscillating networks tens of percent. Unlike the
+    population Fano factor it does not grow with N, so one threshold fits every chip size.
+
+    Returns
+    -------
+    ndarray of float64, shape [len(windows_ms)]; NaN without enough windows or spikes.
+    """
+    t, i = sort_by_neuron(times_ms, ids)
+    out = np.full(len(windows_ms), np.nan)
+    for w_idx, w in enumerate(windows_ms):
+        mom = _count_moments(t, i, n_neurons, t_start_ms, t_stop_ms, w, min_windows)
+        if mom is None:
+            continue
+        _, var, var_pop = mom
+        var = np.clip(var, 0.0, None)
+        den = float(np.sqrt(var).sum() ** 2 - var.sum())
+        if den > 0:
+            out[w_idx] = (var_pop - float(var.sum())) / den
     return out
 
 
@@ -980,18 +1045,21 @@ class Spectrum:
     gamma_band : tuple of float
         Band searched for the peak (Hz).
     gamma_peak_hz : float
-        Frequency of the largest PSD value in the band.
+        Frequency in the band where the PSD rises most above the aperiodic baseline.
     gamma_peak_ratio : float
-        That PSD value over the broadband floor (1 for a flat, white spectrum).
+        PSD over baseline there (about 1 without a rhythm).
     gamma_power_fraction : float
         Power in the band over the power from ``floor_band[0]`` to Nyquist.
     floor : float
-        Reference of the ratio: the counting-noise level ``2 <rate> / n_cells`` when the cell count is known,
-        else the median PSD over ``floor_band``.
+        Counting-noise level ``2 <rate> / n_cells`` when the cell count is known, else the median PSD over
+        ``floor_band``.
+    baseline : ndarray
+        The aperiodic baseline at ``freqs_hz`` (NaN outside the band and flanks; see
+        :func:`population_spectrum`).
     gamma_modulation : float
         Depth of the gamma-band rate modulation relative to the mean rate: ``sqrt(2 P_ex) / <rate>`` with
-        ``P_ex`` the band power above the floor. A rate ``r0 (1 + a sin(2 pi f t))`` gives ``a``. Unlike the
-        peak ratio it does not grow with the number of neurons (the floor is counting noise ~ rate/N).
+        ``P_ex`` the band power above the baseline. A rate ``r0 (1 + a sin(2 pi f t))`` gives ``a``; it does
+        not grow with the number of neurons, and broadband (aperiodic) power does not count.
     mean_rate : float
         Mean of the input series.
     bin_ms : float
@@ -1004,6 +1072,7 @@ class Spectrum:
     gamma_peak_ratio: float
     gamma_power_fraction: float
     floor: float
+    baseline: np.ndarray
     gamma_modulation: float
     mean_rate: float
     bin_ms: float
@@ -1023,15 +1092,23 @@ def population_spectrum(
     Welch's method (Hann windows of ``nperseg`` bins, half overlap, mean removed per segment;
     ``scipy.signal.welch``). Pyramidal-interneuron network gamma (PING: E drives I, I silences E, the cycle
     set by the synaptic and membrane time constants of the loop) shows as a peak in 30-80 Hz (seeds/002;
-    Whittington et al. 2000, Brunel and Wang 2003). An asynchronous population of N cells firing at ``r`` Hz
-    has a flat spectrum at the counting-noise level ``2 r / N`` (one-sided, per-cell rate; also the
-    high-frequency limit of any renewal train), which is the floor when ``n_cells`` is given; otherwise the
-    floor is the median PSD over ``floor_band`` (default 5 Hz to Nyquist). Reported (our choices):
-    ``gamma_peak_ratio = max_band PSD / floor`` and the modulation depth
-    ``gamma_modulation = sqrt(2 * max(0, sum_band (PSD - floor) df)) / mean`` (N-independent, used by the
-    flag; the band excess is summed before clipping so that estimation noise cancels). Caveat: a population
-    of regular (mean-driven) neurons firing near the same rate also makes a peak at that rate without any
-    synchrony.
+    Whittington et al. 2000, Brunel and Wang 2003). A rhythm is a *peak*: power above the aperiodic spectrum
+    around it. Shared input fluctuations (a feed-forward chip whose neurons share Poisson sources) raise the
+    whole low-frequency spectrum above the counting noise without any rhythm, so the reference is an
+    aperiodic baseline (our choice, in the spirit of the 1/f-corrected peak detection of Donoghue et al.
+    2020): a power law ``log PSD = a + b log f`` fitted to the flanks ``[lo/2, lo)`` and
+    ``(hi, min(2 hi, 0.9 Nyquist)]`` of the band ``[lo, hi]``, and inside the band at least the mean PSD of
+    the lower flank. The second term makes it conservative: a spectrum that bends down inside the band (the
+    knee of shared input filtered by the synapses, measured on bss2 chips) lies above any power law through
+    its flanks, yet is no rhythm; a rhythm must rise above the spectrum just below the band. Weak gamma
+    bumps on a steep 1/f spectrum are missed by design. Reported: the peak frequency and
+    ``gamma_peak_ratio = PSD/baseline`` at the largest ratio in the band, and the modulation depth
+    ``gamma_modulation = sqrt(2 * max(0, sum_band (PSD - baseline) df)) / mean`` (N-independent, used by the
+    flag; the band excess is summed before clipping so that estimation noise cancels). Without usable flanks
+    the baseline is the floor: the counting noise ``2 r / N`` of N cells at ``r`` Hz (one-sided, per-cell
+    rate; also the high-frequency limit of any renewal train) when ``n_cells`` is given, else the median PSD
+    over ``floor_band``. Caveat: regular (mean-driven) neurons firing near the same rate make a peak at that
+    rate without any synchrony; read the peak with the CV.
 
     Parameters
     ----------
@@ -1061,20 +1138,34 @@ def population_spectrum(
         floor = 2.0 * mean / n_cells
     else:
         floor = float(np.median(p[fl])) if fl.any() else float("nan")
-    band = (f >= gamma_band[0]) & (f <= gamma_band[1])
-    if band.any() and np.isfinite(floor) and floor > 0:
-        j = np.flatnonzero(band)[int(np.argmax(p[band]))]
-        peak_hz, ratio = float(f[j]), float(p[j] / floor)
+    lo, hi_b = float(gamma_band[0]), float(gamma_band[1])
+    band = (f >= lo) & (f <= hi_b)
+    flank_lo = (f >= lo / 2) & (f < lo) & (p > 0)
+    flank_hi = (f > hi_b) & (f <= min(2 * hi_b, 0.9 * fs / 2)) & (p > 0)
+    baseline = np.full(f.shape, np.nan)
+    if flank_lo.sum() >= 2 and flank_hi.sum() >= 2:
+        fx = flank_lo | flank_hi
+        slope, icpt = np.polyfit(np.log10(f[fx]), np.log10(p[fx]), 1)
+        use = band | fx
+        baseline[use] = 10.0 ** (icpt + slope * np.log10(f[use]))
+        # conservative: a rhythm must also rise above the spectrum just below the band (a knee is no peak)
+        baseline[band] = np.maximum(baseline[band], float(np.mean(p[flank_lo])))
+    elif np.isfinite(floor):
+        baseline[band] = floor
+    if band.any() and np.all(np.isfinite(baseline[band])) and np.all(baseline[band] > 0):
+        rel = p[band] / baseline[band]
+        j = np.flatnonzero(band)[int(np.argmax(rel))]
+        peak_hz, ratio = float(f[j]), float(p[j] / baseline[j])
         tot = float(p[f >= floor_band[0]].sum())
         frac = float(p[band].sum() / tot) if tot > 0 else float("nan")
         df = float(f[1] - f[0]) if f.size > 1 else 0.0
-        excess = max(0.0, float(np.sum(p[band] - floor)) * df)
+        excess = max(0.0, float(np.sum(p[band] - baseline[band])) * df)
         mod = math.sqrt(2.0 * excess) / abs(mean) if mean else float("nan")
     else:
         peak_hz, ratio, frac, mod = float("nan"), float("nan"), float("nan"), float("nan")
     return Spectrum(
-        freqs_hz=f, psd=p, gamma_band=(float(gamma_band[0]), float(gamma_band[1])), gamma_peak_hz=peak_hz,
-        gamma_peak_ratio=ratio, gamma_power_fraction=frac, floor=floor, gamma_modulation=mod, mean_rate=mean,
+        freqs_hz=f, psd=p, gamma_band=(lo, hi_b), gamma_peak_hz=peak_hz, gamma_peak_ratio=ratio,
+        gamma_power_fraction=frac, floor=floor, baseline=baseline, gamma_modulation=mod, mean_rate=mean,
         bin_ms=float(bin_ms),
     )
 
@@ -1165,6 +1256,8 @@ class Diagnostics:
         Population-rate spectrum.
     synchrony_chi : float
         :func:`synchrony_chi` of the trace neurons' potentials.
+    count_corr_windows_ms, count_corr : ndarray
+        :func:`mean_count_correlation` at 10, 30 and 100 ms (and ``thresholds.rsc_window_ms``).
     flags : list of str
         Raised flags (:class:`FlagThresholds`); ``healthy`` is True when none but advisory ones are raised.
     notes : list of str
@@ -1207,6 +1300,8 @@ class Diagnostics:
     branching: Optional[BranchingFit]
     spectrum: Optional[Spectrum]
     synchrony_chi: float
+    count_corr_windows_ms: np.ndarray
+    count_corr: np.ndarray
     # verdict
     flags: List[str]
     notes: List[str]
@@ -1370,6 +1465,8 @@ def diagnose(
     cv = isi_cv(times, ids, n, min_isis=min_isis)
     cv2 = isi_cv2(times, ids, n, min_isis=min_isis)
     ff = fano_factor(times, ids, n, t0_ms, t1_ms, windows_ms=fano_windows_ms)
+    rsc_windows = np.unique(np.array([10.0, 30.0, 100.0, th.rsc_window_ms]))
+    rsc = mean_count_correlation(times, ids, n, t0_ms, t1_ms, windows_ms=rsc_windows)
     del times, ids
     regime = classify_regime(cv, cv_threshold=th.cv_threshold)
     n_cls = int(np.sum(regime != UNCLASSIFIED))
@@ -1472,7 +1569,8 @@ def diagnose(
     if spectrum is not None and np.isfinite(spectrum.gamma_modulation):
         if spectrum.gamma_modulation > th.gamma_modulation_max:
             flags.append("gamma_oscillation")
-    if np.isfinite(chi) and chi > th.chi_max:
+    rsc_at = float(rsc[int(np.argmin(np.abs(rsc_windows - th.rsc_window_ms)))])
+    if (np.isfinite(chi) and chi > th.chi_max) or (np.isfinite(rsc_at) and rsc_at > th.rsc_max):
         flags.append("synchronous")
 
     return Diagnostics(
@@ -1485,6 +1583,6 @@ def diagnose(
         cv_median=_nanmedian(cv), fano_median=np.array([_nanmedian(row) for row in ff]),
         fluctuation_driven_fraction=fluct_frac, mean_driven_fraction=mean_frac,
         cofluct_rates=co_rates, cofluct_currents=co_cur, branching=branching, spectrum=spectrum,
-        synchrony_chi=chi, flags=flags, notes=notes, healthy=not [f for f in flags if f not in th.advisory],
-        thresholds=th, label=label,
+        synchrony_chi=chi, count_corr_windows_ms=rsc_windows, count_corr=rsc, flags=flags, notes=notes,
+        healthy=not [f for f in flags if f not in th.advisory], thresholds=th, label=label,
     )

@@ -257,7 +257,8 @@ def spectrum_png(
     path: Optional[PathLike] = None,
     dpi: int = 100,
 ) -> bytes:
-    """Population-rate power spectrum (log-log) with the gamma band shaded and its peak marked."""
+    """Population-rate power spectrum (log-log) with the gamma band shaded, its aperiodic baseline dashed and
+    the peak marked."""
     items = _as_list(diags, Diagnostics)
     names = _labels(items, labels)
     fig = Figure(figsize=(5.4, 3.6))
@@ -272,6 +273,9 @@ def spectrum_png(
         ok = s.freqs_hz > 0
         lab = f"{name} gamma {s.gamma_peak_hz:.0f} Hz, depth {s.gamma_modulation:.2f}".strip()
         ax.loglog(s.freqs_hz[ok], s.psd[ok], c=col, lw=1.0, label=lab)
+        base = ok & np.isfinite(s.baseline)
+        if base.any():
+            ax.loglog(s.freqs_hz[base], s.baseline[base], ls="--", c=col, lw=0.9)
         if np.isfinite(s.gamma_peak_hz):
             j = int(np.argmin(np.abs(s.freqs_hz - s.gamma_peak_hz)))
             ax.plot([s.freqs_hz[j]], [s.psd[j]], "v", c=col, ms=5)

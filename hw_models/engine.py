@@ -124,6 +124,10 @@ class Engine:
         self._block_e: Optional[sp.csr_matrix] = None
         self._block_i: Optional[sp.csr_matrix] = None
         self._block_pos = BLOCK_STEPS
+        self._raw_e = np.zeros((0, self.n))
+        self._raw_i = np.zeros((0, self.n))
+        self._raw_pos = 0
+        self._win_steps = -1  # -1: no window open
         self.step_index = 0
         self.gain_e = np.ones(self.n)
         self.gain_i = np.ones(self.n)
@@ -187,27 +191,46 @@ class Engine:
         self._block_pos = b
         return self._block_e[a:b].toarray(), self._block_i[a:b].toarray()
 
-    def run(self, n_steps: int) -> WindowStats:
-        """Advance ``n_steps`` steps; return the window's true statistics."""
+    # A window is begin_window(), then advance(k) any number of times (the Lava process model calls it once per
+    # model step), then end_window(). run(n) is all three. The raw input rows come from a buffer filled CHUNK_STEPS
+    # at a time from the fixed Poisson blocks, so how time is cut into windows or calls changes no value.
+    def begin_window(self) -> None:
+        """Open a window: zero its accumulators. Gains and temperature may change only between windows."""
         n = self.n
-        counts = np.zeros(n, dtype=np.int64)
-        acc_e = np.zeros(n)
-        acc_i = np.zeros(n)
-        isyn = np.zeros(n) if (self.record_isyn and self.chip.model == "cond_lif") else None
+        self._counts = np.zeros(n, dtype=np.int64)
+        self._acc_e = np.zeros(n)
+        self._acc_i = np.zeros(n)
+        self._isyn = np.zeros(n) if (self.record_isyn and self.chip.model == "cond_lif") else None
+        self._win_steps = 0
+
+    def step(self) -> None:
+        """Advance one model step inside the open window."""
+        self.advance(1)
+
+    def advance(self, n_steps: int) -> None:
+        """Advance ``n_steps`` model steps inside the open window."""
+        if self._win_steps < 0:
+            raise RuntimeError("advance() outside a window: call begin_window() first")
         cond = self.chip.model == "cond_lif"
         st, c = self.state, self.consts
         step_fn = cond_lif_step if cond else dpi_step
         se, si = (st.ge, st.gi) if cond else (st.Iampa, st.Igaba)
+        counts, acc_e, acc_i, isyn = self._counts, self._acc_e, self._acc_i, self._isyn
         rec = self.chip.rec is not None
         recorder = self.recorder
         sample_every = getattr(recorder, "sample_every_steps", 0) if recorder is not None else 0
-        done = 0
-        while done < n_steps:
-            xe, xi = self._next_rows(min(CHUNK_STEPS, n_steps - done))
-            xe *= self.jump_e
-            xi *= self.jump_i
-            for k in range(xe.shape[0]):
-                ye, yi = xe[k], xi[k]
+        left = n_steps
+        while left > 0:
+            if self._raw_pos >= self._raw_e.shape[0]:
+                self._raw_e, self._raw_i = self._next_rows(CHUNK_STEPS)
+                self._raw_pos = 0
+            a = self._raw_pos
+            k = min(left, self._raw_e.shape[0] - a)
+            xe = self._raw_e[a:a + k] * self.jump_e  # the same IEEE products whatever k is
+            xi = self._raw_i[a:a + k] * self.jump_i
+            self._raw_pos = a + k
+            for j in range(k):
+                ye, yi = xe[j], xi[j]
                 if rec and self._rec_prev.size:
                     ye, yi = self._add_recurrent(ye, yi)
                 if isyn is not None:
@@ -225,14 +248,34 @@ class Engine:
                 if sample_every and self.step_index % sample_every == 0:
                     self._sample(recorder)
                 self.step_index += 1
-            done += xe.shape[0]
+            left -= k
+            self._win_steps += k
+
+    def end_window(self) -> WindowStats:
+        """Close the window and return its true statistics."""
+        n_steps = self._win_steps
+        if n_steps < 0:
+            raise RuntimeError("end_window() without begin_window()")
+        self._win_steps = -1
         m = 1.0 / max(n_steps, 1)
-        if cond:
-            mge, mgi = acc_e * m, acc_i * m
-            return WindowStats(counts, n_steps, self.dt, iexc=mge * self._pe, iinh=mgi * self._pi,
-                               isyn=None if isyn is None else isyn * m, mean_ge=mge, mean_gi=mgi)
-        ia, ig = acc_e * m, acc_i * m
-        return WindowStats(counts, n_steps, self.dt, iexc=ia, iinh=-ig, isyn=ia - ig)
+        if self.chip.model == "cond_lif":
+            mge, mgi = self._acc_e * m, self._acc_i * m
+            return WindowStats(self._counts, n_steps, self.dt, iexc=mge * self._pe, iinh=mgi * self._pi,
+                               isyn=None if self._isyn is None else self._isyn * m, mean_ge=mge, mean_gi=mgi)
+        ia, ig = self._acc_e * m, self._acc_i * m
+        return WindowStats(self._counts, n_steps, self.dt, iexc=ia, iinh=-ig, isyn=ia - ig)
+
+    @property
+    def in_window(self) -> bool:
+        return self._win_steps >= 0
+
+    def run(self, n_steps: int) -> WindowStats:
+        """Advance ``n_steps`` steps as one window; return the window's true statistics."""
+        if self.in_window:
+            raise RuntimeError("run() inside an open window")
+        self.begin_window()
+        self.advance(n_steps)
+        return self.end_window()
 
     def _add_recurrent(self, ye: np.ndarray, yi: np.ndarray):
         """Add the previous step's chip spikes through the recurrent weights (one step of delay, MODEL.md 1.2)."""

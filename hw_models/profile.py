@@ -51,10 +51,12 @@ class Leaf:
             return "a mapping {chip, core, neuron} of numbers in [0, %g]" % self.hi
         if self.kind in ("number", "int", "list_number"):
             what = {"number": "a number", "int": "an integer", "list_number": "a list of numbers"}[self.kind]
+            # integer bounds in full (an 'integer in [1, 1.04858e+06]' would name the wrong bound)
+            fmt = (lambda x: f"{int(x)}") if self.kind == "int" else (lambda x: f"{x:g}")
             if self.lo is not None and self.hi is not None:
-                return f"{what} in {'(' if self.lo_open else '['}{self.lo:g}, {self.hi:g}]"
+                return f"{what} in {'(' if self.lo_open else '['}{fmt(self.lo)}, {fmt(self.hi)}]"
             if self.lo is not None:
-                return f"{what} {'>' if self.lo_open else '>='} {self.lo:g}"
+                return f"{what} {'>' if self.lo_open else '>='} {fmt(self.lo)}"
             return what
         return {"str": "a string", "bool": "true or false"}[self.kind]
 
