@@ -105,12 +105,20 @@ def run_calibration(device, *, controller: str = "dual-loop", target_rate_hz: Op
     from .run import calibrate
 
     prof = getattr(device, "profile", None)
-    rate = target_rate_hz if target_rate_hz is not None else (prof["targets"]["rate_hz"] if prof else 10.0)
+    if prof is None and device.identity.profile:
+        try:
+            from hw_models.profile import load_profile
+
+            prof = load_profile(device.identity.profile)  # a board's profile, when installed here
+        except Exception:
+            prof = None
+    targets = (Targets.from_profile(prof, rate_hz=target_rate_hz) if prof is not None
+               else Targets(rate_hz=target_rate_hz if target_rate_hz is not None else 10.0))
+    rate = targets.rate_hz
     kw = {}
     if budget_s is not None:
         kw["budget_ms"] = budget_s * 1e3
     ctrl = make_controller(controller, **kw)
-    targets = Targets(rate_hz=rate)
     result = calibrate(device, ctrl, targets=targets, start_codes=start_codes, max_iterations=max_iterations,
                        progress=progress, verify_ms=verify_s * 1e3)
     summary = result.summary()
@@ -123,8 +131,10 @@ def run_calibration(device, *, controller: str = "dual-loop", target_rate_hz: Op
         floor = counting_floor(rate, result.model_ms / 1e3, tf.fano if np.isfinite(tf.fano) else 1.0)
         summary["counting_floor"] = floor
         summary["cv_over_floor"] = tf.rate_cv_deconvolved / floor if floor > 0 else None
-    table = GainTable.from_codes(device.identity, device.knobs, result.codes,
-                                 targets={"rate_hz": rate, "proxy_pa": 0.0},
+    tdict = {"rate_hz": rate, "proxy_pa": 0.0}
+    if targets.rate_inh_hz is not None:
+        tdict["rate_inh_hz"] = targets.rate_inh_hz
+    table = GainTable.from_codes(device.identity, device.knobs, result.codes, targets=tdict,
                                  metrics={"before": result.before, "after": result.after},
                                  controller={"name": result.controller, "settings": result.controller_settings})
     if out is not None:

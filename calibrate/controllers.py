@@ -59,8 +59,41 @@ __all__ = ["Window", "Targets", "Controller", "DualLoop", "DualLoopSettings", "R
 
 @dataclass(frozen=True)
 class Targets:
+    """What a calibration aims for: a rate and a proxy value; on chips with excitatory and inhibitory neurons
+    (recurrent profiles) the inhibitory ones may have their own rate (``rate_inh_hz``, with ``inh_mask`` [N])."""
+
     rate_hz: float = 10.0
     proxy_pa: float = 0.0
+    rate_inh_hz: Optional[float] = None
+    inh_mask: Optional[np.ndarray] = field(default=None, compare=False, repr=False)
+
+    def __post_init__(self) -> None:
+        for name in ("rate_hz",) + (("rate_inh_hz",) if self.rate_inh_hz is not None else ()):
+            v = getattr(self, name)
+            if not (isinstance(v, (int, float)) and math.isfinite(v) and v > 0):
+                raise ValueError(f"target {name}: expected a positive number of Hz, got {v!r}")
+        if (self.rate_inh_hz is None) != (self.inh_mask is None):
+            raise ValueError("targets: rate_inh_hz and inh_mask go together")
+
+    @classmethod
+    def from_profile(cls, profile, rate_hz: Optional[float] = None, rate_inh_hz: Optional[float] = None) -> "Targets":
+        """The profile's targets (``targets.rate_hz``, and ``rate_inh_hz`` for its inhibitory neurons on a
+        recurrent profile), optionally overridden."""
+        t = profile["targets"]
+        rate = float(rate_hz if rate_hz is not None else t["rate_hz"])
+        inh = rate_inh_hz if rate_inh_hz is not None else t.get("rate_inh_hz")
+        rec = profile["recurrent"]
+        if inh is None or rec is None:
+            return cls(rate_hz=rate)
+        mask = np.arange(profile.n_neurons) >= rec["n_exc"]
+        return cls(rate_hz=rate, rate_inh_hz=float(inh), inh_mask=mask)
+
+    def per_neuron(self, n: int) -> np.ndarray:
+        """Target rate of every neuron (Hz)."""
+        out = np.full(n, float(self.rate_hz))
+        if self.rate_inh_hz is not None:
+            out[np.asarray(self.inh_mask, dtype=bool)] = float(self.rate_inh_hz)
+        return out
 
 
 @dataclass
@@ -114,6 +147,10 @@ class Controller(ABC):
         self.n_groups = ke.n_groups
         self.n = identity.n_neurons
         self.codes = {k: np.asarray(v, dtype=np.int64).copy() for k, v in start_codes.items()}
+        # each knob group's target: the mean of its neurons' targets (per-neuron knobs: the neuron's own)
+        tgt = targets.per_neuron(self.n)
+        self.target_g = np.bincount(self.group_of, weights=tgt, minlength=self.n_groups) / np.maximum(
+            np.bincount(self.group_of, minlength=self.n_groups), 1)
         self._start()
 
     @abstractmethod
@@ -158,6 +195,8 @@ class DualLoopSettings:
     first_window_ms, max_growth: loop window schedule: first window, and at most this factor longer each time.
     budget_ms: model time the calibration may spend measuring, reference windows included.
     beta0, gamma0: initial slopes d ln rate / d ln s and d ln rate / d ln r, until the data identify them.
+    beta_sd: prior spread of the groups' own slopes around the population's (sets the shrinkage of each group's
+        slope estimate; 0.3 is an assumption, of the order of the slope spread the rate model's fits show).
     null_ms, settle_ms, probe_ms: reference windows (ADC offsets, transients after large code changes, the
         excitation-only probe).
     null_reads: null windows read per channel: the offset is their mean, so its error is read noise / sqrt(reads)
@@ -165,7 +204,8 @@ class DualLoopSettings:
     sub_window_ms: on one-channel-per-core chips, the length of one proxy sub-window of a loop window.
     fano_splits: a loop window is measured as this many sub-windows (all-channel chips), so the spike-count Fano
         factor, which sets the counting noise, is estimated from the data rather than assumed.
-    near: half-width (in ln rate) of the band around target within which a window informs the rate estimate fully.
+    near: half-width (in ln rate) of the band around target within which a window informs the rate estimate fully;
+        it narrows to ``near_se_factor`` times the estimate's standard error, but not below ``near_min``.
     """
 
     rate_tol: float = 0.035
@@ -176,6 +216,7 @@ class DualLoopSettings:
     max_growth: float = 2.0
     budget_ms: float = 90_000.0
     beta0: float = 1.5
+    beta_sd: float = 0.3
     gamma0: float = 0.0
     null_ms: float = 20.0
     null_reads: int = 10
@@ -183,6 +224,8 @@ class DualLoopSettings:
     probe_ms: float = 200.0
     sub_window_ms: float = 10.0
     near: float = 0.5
+    near_min: float = 0.15
+    near_se_factor: float = 4.0
     max_ratio_step: float = 1.0
     forget_halflife_ms: Optional[float] = None  # tracking: old windows lose weight with this half-life
 
@@ -257,6 +300,7 @@ class DualLoop(Controller):
         self.beta = self.cfg.beta0
         self.gamma = self.cfg.gamma0
         self.alpha = np.full(G, np.nan)
+        self.beta_g = np.full(G, self.cfg.beta0)
         self.spikes_any = np.zeros(N, dtype=bool)
         self.probe_counts = np.zeros(N)
         self.dead = np.zeros(N, dtype=bool)
@@ -306,7 +350,7 @@ class DualLoop(Controller):
         # all 9 pairs: [G, 3, 3]
         ls = 0.5 * (le[:, :, None] + li[:, None, :])
         lr = le[:, :, None] - li[:, None, :]
-        d_rate = self.beta * (ls - self.ln_s[:, None, None]) + self.gamma * (lr - self.ln_r[:, None, None])
+        d_rate = self.beta_g[:, None, None] * (ls - self.ln_s[:, None, None]) + self.gamma * (lr - self.ln_r[:, None, None])
         d_ratio = lr - self.ln_r[:, None, None]
         cost = (d_rate / self._tol()) ** 2 + (d_ratio / max(self.cfg.balance_tol, 1e-6)) ** 2
         cost = np.where(np.isfinite(cost), cost, np.inf)
@@ -561,7 +605,7 @@ class DualLoop(Controller):
     def _solve_rate(self, c_now: np.ndarray, n_now: np.ndarray, T_now: float) -> np.ndarray:
         """Fit ln rate = alpha_g + beta ln s + gamma ln r over the windows; set ln s for the target."""
         cfg = self.cfg
-        lt = math.log(self.targets.rate_hz)
+        lt = np.log(self.target_g)
         lnS = np.array(self._rw_lnS)
         lnR = np.array(self._rw_lnR)
         C = np.array(self._rw_c)
@@ -571,20 +615,41 @@ class DualLoop(Controller):
         rate = (C + 0.5) / np.maximum(Nl, 1) / T
         y = np.log(rate)
         # information weight: spike count (var of ln rate ~ 1/count), times closeness to target, times age
-        close = np.exp(-((y - lt) / cfg.near) ** 2)
+        # the band narrows as the estimate sharpens: once it is precise, windows taken far from target (where the
+        # local power law is least true) stop pulling it
+        prev_se = float(np.sqrt(np.mean(np.minimum(self.rate_se[np.isfinite(self.rate_se)], 10.0) ** 2))) \
+            if np.isfinite(self.rate_se).any() else np.inf
+        near = float(np.clip(cfg.near_se_factor * prev_se, cfg.near_min, cfg.near))
+        close = np.exp(-((y - lt) / near) ** 2)
         age = self._weights_age(np.array(self._rw_t))[:, None]
         W = (C + 1.0) * close * age * usable
         K = lnS.shape[0]
         if K >= 2:
             self._fit_slopes(y, lnS, lnR, W)
-        resid = y - self.beta * lnS - self.gamma * lnR
         wsum = W.sum(axis=0)
         has = wsum > 0
-        self.alpha = np.where(has, (W * resid).sum(axis=0) / np.where(has, wsum, 1), np.nan)
+        self.beta_g = self._group_slopes(y, lnS, lnR, W, wsum, has)
+        resid = y - self.beta_g * lnS - self.gamma * lnR
+        if cfg.forget_halflife_ms is None:
+            self.alpha = np.where(has, (W * resid).sum(axis=0) / np.where(has, wsum, 1), np.nan)
+        else:
+            # tracking: drift (temperature) moves every neuron alike, so split alpha into a population part that
+            # follows the recent windows (forgetting, pooled over all neurons: precise within one window) and each
+            # neuron's own deviation from it, learnt from every window (it does not drift): alpha = pop + dev
+            W0 = (C + 1.0) * close * usable
+            w_k = W0.sum(axis=1)
+            c_k = (W0 * resid).sum(axis=1) / np.maximum(w_k, 1e-12)
+            w0sum = W0.sum(axis=0)
+            has = w0sum > 0
+            dev = np.where(has, (W0 * (resid - c_k[:, None])).sum(axis=0) / np.where(has, w0sum, 1), np.nan)
+            a_k = age[:, 0] * w_k
+            pop = float((a_k * c_k).sum() / max(a_k.sum(), 1e-12))
+            self.alpha = pop + dev
+            wsum = w0sum
         # far from target with no near window: a damped Newton step from the latest window
         y_now = np.log((c_now + 0.5) / np.maximum(n_now, 1) / (T_now * 1e-3))
-        newton = self.ln_s + np.clip((lt - y_now) / self.beta, -1.0, 1.0)
-        model = (lt - self.alpha - self.gamma * self.ln_r) / self.beta
+        newton = self.ln_s + np.clip((lt - y_now) / self.beta_g, -1.0, 1.0)
+        model = (lt - self.alpha - self.gamma * self.ln_r) / self.beta_g
         nearness = wsum / np.maximum(wsum + 2.0, 1e-9)  # few near counts: trust the model little
         target_s = np.where(has, nearness * model + (1 - nearness) * newton, newton)
         # count-information: standard error of the rate estimate per group (Poisson; F ~ 1)
@@ -597,7 +662,25 @@ class DualLoop(Controller):
         wants_out = (self._s_at_limit != 0) & (np.abs(target_s - self.ln_s) > 1e-9)
         off = self.rate_err > 3.0 * np.sqrt(1.0 / np.maximum(c_now + 1, 1)) + 0.05
         self.unreachable_rate = wants_out & off & (n_now > 0)
-        return np.abs(self.ln_s - prev) * self.beta
+        return np.abs(self.ln_s - prev) * self.beta_g
+
+    def _group_slopes(self, y, lnS, lnR, W, wsum, has) -> np.ndarray:
+        """Each group's own slope d ln rate / d ln s, shrunk towards the population's ``beta``.
+
+        Empirical Bayes: the group's within-group regression ``b_g`` has variance ``F / Sxx_g``; with a prior
+        spread ``cfg.beta_sd`` of true slopes around ``beta`` the posterior mean is
+        ``(Sxx_g b_g + k beta) / (Sxx_g + k)``, ``k = F / beta_sd**2``. Groups the data say little about keep
+        ``beta``; groups whose scale moved a lot get their own, which removes the bias a shared slope leaves when
+        windows far from target are averaged."""
+        safe = np.where(has, wsum, 1.0)
+        xm = (W * lnS).sum(axis=0) / safe
+        ym = (W * (y - self.gamma * lnR)).sum(axis=0) / safe
+        dx = lnS - xm
+        Sxx = (W * dx * dx).sum(axis=0)
+        Sxy = (W * dx * (y - self.gamma * lnR - ym)).sum(axis=0)
+        k = self.fano / max(self.cfg.beta_sd, 1e-6) ** 2
+        b = (Sxy + k * self.beta) / (Sxx + k)
+        return np.clip(np.where(has, b, self.beta), 0.3, 8.0)
 
     def _fit_slopes(self, y, lnS, lnR, W) -> None:
         """Pooled within-group weighted regression for beta (and gamma when the ratio moved enough)."""
@@ -661,7 +744,8 @@ class DualLoop(Controller):
             n_per_group = np.maximum(np.array(self._rw_n)[-1][active], 1)
             have = self.fano / np.maximum(rms_se, 1e-9) ** 2
             need_counts = max(self.fano / tol ** 2 - have, 0.0)
-            need.append(need_counts / (self.targets.rate_hz * float(np.median(n_per_group))) * 1e3 * 1.1)
+            need.append(need_counts / (float(np.median(self.target_g[active])) * float(np.median(n_per_group)))
+                        * 1e3 * 1.1)
         if np.isfinite(bal_rms) and not bal_ok:
             need.append(self._bal_ms * ((2.0 * bal_rms / cfg.balance_tol) ** 2 - 1.0) * 1.1)
         if need and far < 3.0:
@@ -757,14 +841,15 @@ class RateOnly(_FixedWindowBaseline):
     def update(self, windows, measurements) -> dict:
         rate, n_live, T = self._measure(measurements)
         ke = self.knobs["gain_e"]
-        err = math.log(self.targets.rate_hz) - np.log(np.maximum(rate, 0.5 / (T * 1e-3)))
+        err = np.log(self.target_g) - np.log(np.maximum(rate, 0.5 / (T * 1e-3)))
         g = np.maximum(ke.nominal_gain(self.codes["gain_e"]), ke.gain_limits()[0])
         new = np.exp(np.log(g) + 0.5 * np.clip(err / 1.5, -1, 1))
         lo, hi = ke.gain_limits()
         self.unreachable = ((new > hi) | (new < lo)) & (np.abs(err) > 0.1)
         self.codes = {"gain_e": ke.code_for_gain(np.clip(new, lo, hi)), "gain_i": self.codes["gain_i"]}
         cv = float(np.std(rate[n_live > 0]) / max(np.mean(rate[n_live > 0]), 1e-9))
-        if cv <= self.rate_tol and abs(float(np.mean(rate[n_live > 0])) / self.targets.rate_hz - 1) < self.rate_tol:
+        rel = rate[n_live > 0] / self.target_g[n_live > 0]
+        if float(np.std(rel)) <= self.rate_tol and abs(float(np.mean(rel)) - 1) < self.rate_tol:
             self.done = True
         return {"window_ms": T, "rate_mean_hz": float(np.mean(rate[n_live > 0])), "rate_cv": cv}
 
@@ -830,7 +915,7 @@ class BinarySearch(_FixedWindowBaseline):
                 np.bincount(self.group_of, weights=np.isfinite(y).astype(float), minlength=self.n_groups), 1)
             too_high = yg < self.targets.proxy_pa  # net current below target: too much inhibition
         else:
-            too_high = rate > self.targets.rate_hz
+            too_high = rate > self.target_g
         mid = (self.lo + self.hi) // 2
         self.hi = np.where(too_high, mid, self.hi)
         self.lo = np.where(too_high, self.lo, mid + 1)
@@ -840,7 +925,7 @@ class BinarySearch(_FixedWindowBaseline):
             self.codes[self.knob] = self._sorted[self.lo]
             at_edge = (self.lo == 0) | (self.lo == len(self._sorted) - 1)
             if self.knob == "gain_e":
-                self.unreachable = at_edge & (np.abs(rate / self.targets.rate_hz - 1) > 0.2)
+                self.unreachable = at_edge & (np.abs(rate / self.target_g - 1) > 0.2)
                 self.round += 1
                 if self.round >= self.rounds:
                     self.done = True
@@ -898,7 +983,7 @@ class CrossHomeostatic(_FixedWindowBaseline):
     def update(self, windows, measurements) -> dict:
         rate, n_live, T = self._measure(measurements)
         live = n_live > 0
-        err = self.targets.rate_hz - rate
+        err = self.target_g - rate
         drive = self.eta * np.maximum(1.0, rate) * err
         # integer code steps (Maryada: stochastically rounded fine-code steps, at most 5 per iteration)
         self.codes = dict(self.codes)
@@ -909,7 +994,8 @@ class CrossHomeostatic(_FixedWindowBaseline):
             self.codes[knob] = order[self._pos[knob]]
         mean = float(rate[live].mean()) if live.any() else 0.0
         cv = float(rate[live].std() / max(mean, 1e-9)) if live.any() else 0.0
-        if abs(mean / self.targets.rate_hz - 1) < 0.01 and (cv <= self.rate_tol or self.knobs["gain_e"].sharing != "neuron"):
+        rel = rate[live] / self.target_g[live] if live.any() else np.ones(1)
+        if abs(float(rel.mean()) - 1) < 0.01 and (float(rel.std()) <= self.rate_tol or self.knobs["gain_e"].sharing != "neuron"):
             self.done = True
         return {"window_ms": T, "rate_mean_hz": mean, "rate_cv": cv}
 

@@ -35,6 +35,8 @@ class TrueFigures:
     live: int
     group_rate_err_max: Optional[float] = None  # shared knobs: max |group mean rate / target - 1|
     group_balance_max: Optional[float] = None  # shared knobs: max group balance index
+    rate_mean_exc_hz: Optional[float] = None  # recurrent chips: the excitatory population's mean rate
+    rate_mean_inh_hz: Optional[float] = None  # and the inhibitory one's
 
     def to_dict(self) -> dict:
         return {k: (None if v is None else float(v)) for k, v in asdict(self).items()}
@@ -59,6 +61,15 @@ def fano_factor(counts: np.ndarray, remove_common: bool = True) -> float:
         total = c.sum(axis=1, keepdims=True)
         c = c - m[ok][None, :] * (total / total.mean())
     return float(np.median(c.var(axis=0, ddof=1) / m[ok]))
+
+
+def _targets_of(profile, n: int, rate_hz: Optional[float]) -> np.ndarray:
+    t = profile["targets"]
+    out = np.full(n, float(rate_hz if rate_hz is not None else t["rate_hz"]))
+    rec = profile["recurrent"]
+    if rec is not None and t.get("rate_inh_hz") is not None:
+        out[rec["n_exc"]:] = t["rate_inh_hz"]
+    return out
 
 
 def true_figures(profile, seed: int, codes: Mapping[str, np.ndarray], *, replay_s: float = 100.0,
@@ -92,7 +103,9 @@ def true_figures(profile, seed: int, codes: Mapping[str, np.ndarray], *, replay_
     live = ~dev.chip.dead
     T = replay_s
     rates = counts.sum(axis=0) / T
-    r = rates[live]
+    # the spread that matters is relative to each neuron's own target (E and I may differ)
+    tgt = _targets_of(dev.profile, dev.chip.n, target_rate_hz)
+    r = (rates / tgt * float(np.mean(tgt[live])))[live]
     mean = float(r.mean())
     cv = float(r.std() / mean) if mean > 0 else float("inf")
     F = fano_factor(counts[:, live])
@@ -104,6 +117,11 @@ def true_figures(profile, seed: int, codes: Mapping[str, np.ndarray], *, replay_
                       rate_cv_deconvolved=float(math.sqrt(max(cv ** 2 - counting_cv ** 2, 0.0))), fano=F,
                       balance_median=float(np.median(bi_live)), balance_p95=float(np.quantile(bi_live, 0.95)),
                       frac_balanced_005=float(np.mean(bi_live <= 0.05)), live=int(live.sum()))
+    rec = dev.profile["recurrent"]
+    if rec is not None:
+        exc = np.arange(dev.chip.n) < rec["n_exc"]
+        out.rate_mean_exc_hz = float(rates[live & exc].mean())
+        out.rate_mean_inh_hz = float(rates[live & ~exc].mean())
     ke = dev.knobs["gain_e"]
     if ke.sharing != "neuron":
         g = ke.group_of

@@ -75,7 +75,12 @@ def assert_calibrated(result, *, rate_cv: float = 0.05, balance: float = 0.05, b
         bq = _balance_quantile(fig, balance_quantile)
         if bq > balance:
             problems.append(f"balance index q{balance_quantile:g} {bq:.4f} > {balance}")
-        if err > rate_err:
+        if fig.rate_mean_exc_hz is not None and result.targets.rate_inh_hz is not None:
+            for pop, got, want in (("excitatory", fig.rate_mean_exc_hz, result.targets.rate_hz),
+                                   ("inhibitory", fig.rate_mean_inh_hz, result.targets.rate_inh_hz)):
+                if abs(got / want - 1) > rate_err:
+                    problems.append(f"{pop} population rate {got:.3f} Hz is {abs(got / want - 1):.1%} off {want} Hz")
+        elif err > rate_err:
             problems.append(f"mean rate {fig.rate_mean_hz:.3f} Hz is {err:.1%} off target")
     if problems:
         raise AssertionError("calibration not good enough: " + "; ".join(problems) + f"\nfigures: {dict(check)}")
@@ -124,7 +129,6 @@ def eical_calibrate(eical_chip):
 
     def run(controller, profile: str = "devboard", seed: int = 0, target_rate_hz: Optional[float] = None, **run_kw):
         dev = eical_chip(profile, seed)
-        rate = target_rate_hz if target_rate_hz is not None else dev.profile["targets"]["rate_hz"]
-        return calibrate(dev, controller, targets=Targets(rate_hz=rate), **run_kw)
+        return calibrate(dev, controller, targets=Targets.from_profile(dev.profile, rate_hz=target_rate_hz), **run_kw)
 
     return run

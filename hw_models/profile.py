@@ -173,7 +173,8 @@ SCHEMA = Node({
         "proxy_lsb_pA": num(0, 1e6, default=0.0),  # 0: no quantisation
         "proxy_range_pA": num(0, 1e9, default=1e9, lo_open=True),  # symmetric: readings clip to +-range
     }),
-    "targets": Node({"rate_hz": pos(1e4, default=10.0)}),
+    # rate_inh_hz: recurrent profiles only, the inhibitory neurons' own target (default: rate_hz)
+    "targets": Node({"rate_hz": pos(1e4, default=10.0), "rate_inh_hz": Leaf("number", 0.0, 1e4, None, lo_open=True)}),
 })
 
 
@@ -301,6 +302,9 @@ def _check_consistency(d: dict, where: str) -> None:
         if len(kn["coarse_fine"]["msb_weight_error"]) != 3:
             raise ProfileError(f"{where}: knobs.coarse_fine.msb_weight_error: expected 3 numbers (bits 5, 6, 7)")
     rec = d["recurrent"]
+    if d["targets"]["rate_inh_hz"] is not None and rec is None:
+        raise ProfileError(f"{where}: targets.rate_inh_hz: only a recurrent profile (with inhibitory chip neurons) "
+                           f"can have a separate inhibitory target")
     if rec is not None:
         n_all = d["geometry"]["cores"] * d["geometry"]["neurons_per_core"]
         if rec["n_exc"] >= n_all:

@@ -79,7 +79,8 @@ def test_a_neuron_beyond_the_dac_range_is_unreachable_and_does_not_wind_up():
 
 
 def test_shared_knobs_with_one_monitored_neuron_per_core():
-    plant = PowerLawPlant(4 * 64, seed=4, sharing="core", n_cores=4, proxy_channels="one_per_core")
+    plant = PowerLawPlant(4 * 64, seed=4, sharing="core", n_cores=4, proxy_channels="one_per_core", bits=10,
+                          code_ref=256)  # an 8-bit step moves a core by ~5 % here; DAC limits are tested elsewhere
     res = calibrate(plant, DualLoop(), targets=Targets(10.0))
     rates = plant.true_rates()
     core_means = rates.reshape(4, 64).mean(axis=1)
