@@ -219,7 +219,7 @@ def _cmd_calibrate(args) -> int:
 
 
 def run_tracking(profile, seed: int, table, ramp: tuple[float, float, float], *, checkpoints: int = 6,
-                 replay_s: float = 40.0, window_s: float = 5.0, halflife_s: float = 20.0, progress=None) -> dict:
+                 replay_s: float = 40.0, window_s: float = 5.0, halflife_s: float = 15.0, progress=None) -> dict:
     """Keep an emulated chip calibrated while its temperature ramps; compare with the same chip on its static table.
 
     The tracking controller is the dual loop with forgetting (old windows lose weight with ``halflife_s``) and

@@ -191,6 +191,7 @@ class DualLoopSettings:
     rate_tol: relative standard error of each group's rate estimate at which loop 2 stops (0.04: the final rate CV
         across neurons is then about 0.04, under the 0.05 goal with room for quantisation and model error).
     rate_tol_shared: the same for knobs shared by a core or the chip (their group mean is over many neurons).
+    rate_tol_population: the same for the population rates of a recurrent chip (population mode).
     balance_tol: tolerance on the estimated balance index of a group (|y| / (gain_e a)).
     first_window_ms, max_growth: loop window schedule: first window, and at most this factor longer each time.
     budget_ms: model time the calibration may spend measuring, reference windows included.
@@ -204,12 +205,18 @@ class DualLoopSettings:
     sub_window_ms: on one-channel-per-core chips, the length of one proxy sub-window of a loop window.
     fano_splits: a loop window is measured as this many sub-windows (all-channel chips), so the spike-count Fano
         factor, which sets the counting noise, is estimated from the data rather than assumed.
-    near: half-width (in ln rate) of the band around target within which a window informs the rate estimate fully;
-        it narrows to ``near_se_factor`` times the estimate's standard error, but not below ``near_min``.
+    population_mode: recurrent chips: loop 2 sets one scale per population (E, I) from the measured closed-loop
+        Jacobian d ln rate_P / d ln s_Q (see DualLoop._solve_rate_pop); None switches it on when the targets give
+        the inhibitory neurons their own rate.
+    jacobian_prior_sd: prior spread of the Jacobian's entries around (beta0 on the diagonal, 0 off it).
+    near: half-width (in ln rate) of the band around target within which a window informs the rate estimate fully
+        (a band that narrows with the estimate's standard error was tried and was worse on devboard: it drops
+        windows the estimate still needs).
     """
 
     rate_tol: float = 0.035
     rate_tol_shared: float = 0.015
+    rate_tol_population: float = 0.01
     balance_tol: float = 0.03
     fano_splits: int = 4
     first_window_ms: float = 300.0
@@ -224,10 +231,10 @@ class DualLoopSettings:
     probe_ms: float = 200.0
     sub_window_ms: float = 10.0
     near: float = 0.5
-    near_min: float = 0.15
-    near_se_factor: float = 4.0
     max_ratio_step: float = 1.0
     forget_halflife_ms: Optional[float] = None  # tracking: old windows lose weight with this half-life
+    population_mode: Optional[bool] = None  # None: on when the targets name E and I populations (recurrent chips)
+    jacobian_prior_sd: float = 1.0
 
     def __post_init__(self) -> None:
         for k, v in asdict(self).items():
@@ -316,6 +323,19 @@ class DualLoop(Controller):
         self.balance_est = np.full(G, np.nan)
         self.fano = 1.0
         self._fano_w = 0.0
+        pm = self.cfg.population_mode
+        inh = self.targets.inh_mask
+        self.pop_mode = (inh is not None and not self.shared) if pm is None else bool(pm)
+        if self.pop_mode:
+            if inh is None or self.shared:
+                raise ValueError("population mode needs per-neuron knobs and targets with an inhibitory population")
+            self.pop_of = np.asarray(inh, dtype=bool).astype(np.int64)  # 0: excitatory, 1: inhibitory
+            self.S = np.array([np.mean(self.ln_s[self.pop_of == 0]), np.mean(self.ln_s[self.pop_of == 1])])
+            self.ln_s = self.S[self.pop_of].copy()
+            self._pw_S, self._pw_R, self._pw_y, self._pw_c, self._pw_t = [], [], [], [], []
+            self.jacobian = np.diag([self.cfg.beta0, self.cfg.beta0])
+            self._pop_step = np.inf
+            self.pop_target = np.log([self.targets.rate_hz, self.targets.rate_inh_hz])
 
     # -- codes from (s, r) -----------------------------------------------------------------------------------------
     def _clip_state(self) -> None:
@@ -482,11 +502,127 @@ class DualLoop(Controller):
         self._measured_balance(ysum, ycnt, windows[0].codes)
         self._solve_balance()
         # loop 2: scale from the rate model
+        if self.pop_mode:
+            self._solve_rate_pop(counts, T, [m.spike_counts for m in measurements])
+            self.codes = self._codes_from_state()
+            self._schedule_pop()
+            info.update(self._loop_info(c, n_live, T))
+            info.update({"pop_rates_hz": self._pop_rates_last, "jacobian": self.jacobian.tolist()})
+            return info
         meas_err = self._solve_rate(c, n_live, T)
         self.codes = self._codes_from_state()
         self._schedule(meas_err)
         info.update(self._loop_info(c, n_live, T))
         return info
+
+    # -- population mode (recurrent chips) -------------------------------------------------------------------------
+    def _solve_rate_pop(self, counts: np.ndarray, T: float, sub_counts: list) -> None:
+        """Loop 2 on a recurrent chip: one scale S_P per population, from the closed-loop Jacobian.
+
+        On a recurrent chip a neuron's rate depends on every other neuron's codes, so per-neuron rate control is
+        ill-posed; what a balanced network defines is its population rates. Per window we have the population
+        scales S = (S_E, S_I) and rates y = (ln r_E, ln r_I). Per population P we fit, by weighted least squares
+        over the windows (weights: the population's spike count, divided by its Fano factor), the local model
+        ``y_P = c_P + J_PE S_E + J_PI S_I`` with a ridge prior (J = diag(beta0) +- jacobian_prior_sd). The next S
+        solves ``J S = target - c``, damped. The fitted J is the *closed-loop* response: in an inhibition-
+        stabilised network J_II (the inhibitory rate's response to the inhibitory neurons' own common scale) can
+        be negative, the paradoxical effect (controller_literature.md 1.6); solving the full 2x2 system follows
+        whichever sign the chip shows instead of assuming the single-neuron one. The per-neuron ratios (loop 1)
+        are untouched."""
+        live = ~self.dead
+        # time-scale separation made strict: on a recurrent chip every ratio change moves the whole network, so
+        # once loop 1's estimate is within its tolerance the ratios are frozen and loop 2 finishes on a network
+        # that no longer changes under it
+        bse = self.balance_se[live]
+        if bse.size and 2.0 * float(np.sqrt(np.mean(np.minimum(bse, 10.0) ** 2))) <= self.cfg.balance_tol:
+            self._ratios_frozen = True
+        y, cnt = np.zeros(2), np.zeros(2)
+        for P in (0, 1):
+            sel = live & (self.pop_of == P)
+            cnt[P] = counts[sel].sum()
+            y[P] = math.log((cnt[P] + 0.5) / max(sel.sum(), 1) / (T * 1e-3))
+        self._pop_rates_last = [float(math.exp(v)) for v in y]
+        # Fano of the population sums across sub-windows (common fluctuation included: it moves a population mean)
+        if len(sub_counts) >= 2:
+            sc = np.array(sub_counts, dtype=float)
+            f = []
+            for P in (0, 1):
+                tot = sc[:, live & (self.pop_of == P)].sum(axis=1)
+                if tot.mean() > 0:
+                    f.append(tot.var(ddof=1) / tot.mean())
+            if f:
+                self.fano = float(np.clip((self.fano * self._fano_w + np.median(f) * T) / (self._fano_w + T), 0.2, 20))
+                self._fano_w += T
+        self._pw_S.append(self.S.copy())
+        self._pw_R.append(np.array([np.mean(self.ln_r[self.pop_of == P]) for P in (0, 1)]))
+        self._pw_y.append(y)
+        self._pw_c.append(cnt)
+        self._pw_t.append(self.model_ms)
+        Sx = np.array(self._pw_S)
+        Y = np.array(self._pw_y)
+        Cn = np.array(self._pw_c)
+        age = self._weights_age(np.array(self._pw_t))
+        # windows taken while loop 1 had the ratios elsewhere saw another network: they fade out (the population
+        # means of ln r move as loop 1 converges; 0.02 in ln r moves a population rate by a few percent)
+        R_now = np.array([np.mean(self.ln_r[self.pop_of == P]) for P in (0, 1)])
+        dR = np.max(np.abs(np.array(self._pw_R) - R_now), axis=1)
+        age = age * np.exp(-(dR / 0.02) ** 2)
+        lam = self.fano / max(self.cfg.jacobian_prior_sd, 1e-6) ** 2
+        X = np.column_stack([np.ones(len(Sx)), Sx])
+        J = np.zeros((2, 2))
+        c = np.zeros(2)
+        for P in (0, 1):
+            close = np.exp(-((Y[:, P] - self.pop_target[P]) / self.cfg.near) ** 2)
+            w = (Cn[:, P] + 1.0) * close * age
+            A = X.T @ (w[:, None] * X)
+            b = X.T @ (w * Y[:, P])
+            prior = np.zeros(3)
+            prior[1 + P] = self.cfg.beta0
+            L = np.diag([1e-9, lam, lam])
+            theta = np.linalg.solve(A + L, b + L @ prior)
+            c[P], J[P] = theta[0], theta[1:]
+        self.jacobian = J
+        want = self.pop_target - c
+        try:
+            S_new = np.linalg.solve(J, want)
+            ok = np.all(np.isfinite(S_new)) and abs(np.linalg.det(J)) > 1e-3
+        except np.linalg.LinAlgError:
+            ok = False
+        if not ok:  # singular: diagonal Newton with the sign each population shows
+            d = np.where(np.abs(np.diag(J)) > 0.1, np.diag(J), self.cfg.beta0)
+            S_new = self.S + (self.pop_target - y) / d
+        step = S_new - self.S
+        norm = float(np.max(np.abs(step)))
+        if norm > 0.5:
+            step *= 0.5 / norm
+        self._pop_step = float(np.max(np.abs(step)))
+        self.S = self.S + step
+        self.pop_se = np.sqrt(self.fano / np.maximum((Cn * age[:, None]).sum(axis=0), 1.0))
+        self.pop_err = np.abs(y - self.pop_target)
+        self.ln_s = self.S[self.pop_of].copy()
+        self._clip_state()
+        # the scale actually in force after clipping (balance keeps priority): the population means
+        self.S = np.array([np.mean(self.ln_s[self.pop_of == P]) for P in (0, 1)])
+        self.rate_se = self.pop_se[self.pop_of]
+        self.rate_err = self.pop_err[self.pop_of]
+        self.unreachable_rate = np.zeros(self.n_groups, dtype=bool)
+
+    def _schedule_pop(self) -> None:
+        cfg = self.cfg
+        tol = cfg.rate_tol_population
+        bse = self.balance_se[~self.dead]
+        bal_rms = float(np.sqrt(np.mean(np.minimum(bse, 10.0) ** 2))) if bse.size else 0.0
+        bal_ok = 2.0 * bal_rms <= cfg.balance_tol
+        # a recurrent network's population rate wanders from window to window more than its in-window counting
+        # noise says (slow network fluctuations), so "close" is judged by the size of the last correction, in
+        # units of the rate tolerance, rather than by the last window's error
+        settled = self._pop_step * float(np.max(np.abs(np.diag(self.jacobian)))) <= 2.0 * tol
+        if float(self.pop_se.max()) <= tol and settled and bal_ok:
+            self.done = True
+            return
+        far = self._pop_step > 0.1
+        T = self.last_T * (1.0 if far else cfg.max_growth)
+        self.next_T = max(T, cfg.first_window_ms * 0.5)
 
     def _update_dead(self) -> None:
         """Dead: no spike in any window, the excitation-only probe included (a live neuron fires hard there)."""
@@ -527,7 +663,8 @@ class DualLoop(Controller):
         have = np.isfinite(self.a) & np.isfinite(self.b) & (self.a > 0) & (self.b > 0)
         target = np.log(np.where(have, self.b, 1.0) / np.where(have, self.a, 1.0))
         step = np.clip(target - self.ln_r, -self.cfg.max_ratio_step, self.cfg.max_ratio_step)
-        self.ln_r = np.where(have, self.ln_r + step, self.ln_r)
+        if not getattr(self, "_ratios_frozen", False):
+            self.ln_r = np.where(have, self.ln_r + step, self.ln_r)
         self._balance_uncertainty(ok & have, det, Se2, Sei, Si2, Sey, Siy, Syy, nobs)
 
     def _balance_uncertainty(self, ok, det, Se2, Sei, Si2, Sey, Siy, Syy, nobs) -> None:
@@ -615,12 +752,7 @@ class DualLoop(Controller):
         rate = (C + 0.5) / np.maximum(Nl, 1) / T
         y = np.log(rate)
         # information weight: spike count (var of ln rate ~ 1/count), times closeness to target, times age
-        # the band narrows as the estimate sharpens: once it is precise, windows taken far from target (where the
-        # local power law is least true) stop pulling it
-        prev_se = float(np.sqrt(np.mean(np.minimum(self.rate_se[np.isfinite(self.rate_se)], 10.0) ** 2))) \
-            if np.isfinite(self.rate_se).any() else np.inf
-        near = float(np.clip(cfg.near_se_factor * prev_se, cfg.near_min, cfg.near))
-        close = np.exp(-((y - lt) / near) ** 2)
+        close = np.exp(-((y - lt) / cfg.near) ** 2)
         age = self._weights_age(np.array(self._rw_t))[:, None]
         W = (C + 1.0) * close * age * usable
         K = lnS.shape[0]

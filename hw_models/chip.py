@@ -136,7 +136,7 @@ def _fixed_indegree(rng, n_post: int, n_pre: int, k: int, exclude_self_offset: O
 
 def _csr_from_rows(idx: np.ndarray, w: np.ndarray, n_cols: int) -> sp.csr_matrix:
     n_rows, k = idx.shape
-    indptr = np.arange(0, n_rows * k + 1, k, dtype=np.int64)
+    indptr = np.arange(n_rows + 1, dtype=np.int64) * k  # k = 0 (no inputs of a kind) gives an empty matrix
     return sp.csr_matrix((w.ravel(), idx.ravel(), indptr), shape=(n_rows, n_cols))
 
 
@@ -270,6 +270,10 @@ def draw_chip(profile, seed: int) -> Chip:
         for post, pre_off, n_pre, k, j in ((post_e, 0, ne, r["K_ee"], r["J_ee"]), (post_e, ne, ni, r["K_ei"], r["J_ei"]),
                                            (post_i, 0, ne, r["K_ie"], r["J_ie"]), (post_i, ne, ni, r["K_ii"], r["J_ii"])):
             self_off = (post[0] - pre_off) if (post[0] >= pre_off and post[0] < pre_off + n_pre) else None
+            if self_off is not None and k > n_pre - 1:
+                # within a population a neuron has n_pre - 1 others; K = n_pre would put every autapse back
+                raise ValueError(f"{profile.source}: recurrent in-degree {k} within a population of {n_pre}: at most "
+                                 f"{n_pre - 1} (no autapses)")
             idx = _fixed_indegree(rng_rec, len(post), n_pre, k, exclude_self_offset=self_off)
             wv = (j / np.sqrt(max(k, 1))) * np.exp(sig_w * rng_rec.standard_normal(idx.shape))
             rows = np.repeat(post, k)
