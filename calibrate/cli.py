@@ -53,6 +53,8 @@ def _registrars() -> list[Callable]:
     regs.append(hw_cli.add_subcommands)
     from calibrate import commands
     regs.append(commands.add_subcommands)
+    from calibrate import diagnose_cmd
+    regs.append(diagnose_cmd.add_subcommands)
     try:
         from firmware_bridge import cli as fb_cli
     except ImportError:

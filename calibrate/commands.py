@@ -97,7 +97,8 @@ class _ProgressPrinter:
 
 def run_calibration(device, *, controller: str = "dual-loop", target_rate_hz: Optional[float] = None,
                     budget_s: Optional[float] = None, max_iterations: int = 15, start_codes=None, out=None,
-                    evaluate_s: float = 0.0, report: bool = True, progress=None, verify_s: float = 0.0):
+                    evaluate_s: float = 0.0, report: bool = True, progress=None, verify_s: float = 0.0,
+                    diagnostics_s: float = 0.0):
     """Calibrate ``device`` and write the output directory. Returns (result, table, summary dict)."""
     from hw_models.table import GainTable
 
@@ -146,7 +147,19 @@ def run_calibration(device, *, controller: str = "dual-loop", target_rate_hz: Op
         if report:
             from .report import write_report
 
-            write_report(out)
+            sections = []
+            if diagnostics_s > 0 and _emulated(device):
+                # the balance diagnostics before (start codes) and after (final codes), each a fresh recording
+                from .report_diagnostics import calibration_section
+
+                sec = calibration_section(out, device, start_codes, result.codes, duration_s=diagnostics_s)
+                if sec:
+                    sections.append(sec)
+                dj = out / "diagnostics.json"
+                if dj.is_file():
+                    summary["diagnostics"] = json.loads(dj.read_text())
+                    (out / "summary.json").write_text(json.dumps(summary, indent=1, default=_json_default) + "\n")
+            write_report(out, extra_sections=sections)
     return result, table, summary
 
 
@@ -180,7 +193,7 @@ def _cmd_calibrate(args) -> int:
             result, table, summary = run_calibration(
                 device, controller=args.controller, target_rate_hz=args.target_rate, budget_s=args.budget,
                 max_iterations=args.max_iterations, start_codes=start, out=args.out, evaluate_s=args.evaluate,
-                report=not args.no_report, progress=pp, verify_s=args.verify)
+                report=not args.no_report, progress=pp, verify_s=args.verify, diagnostics_s=args.diagnostics)
         finally:
             pp.close()
     if args.json:
@@ -323,10 +336,12 @@ def _cmd_track(args) -> int:
 def _cmd_report(args) -> int:
     from .report import write_report
 
+    from .report_diagnostics import saved_section
+
     d = Path(args.dir)
     if not (d / "summary.json").is_file() or not (d / "history.npz").is_file():
         raise CliError(f"{d}: not a calibration output directory (needs summary.json and history.npz)")
-    path = write_report(d)
+    path = write_report(d, extra_sections=[s for s in [saved_section(d)] if s])
     print(f"wrote {path}")
     return EXIT_OK
 
@@ -348,6 +363,9 @@ def add_subcommands(sub) -> None:
     p.add_argument("--evaluate", type=float, default=30.0,
                    help="emulated chips: seconds of independent replay for the true figures (0: skip)")
     p.add_argument("--verify", type=float, default=0.0, help="seconds of a final verification window at the final codes")
+    p.add_argument("--diagnostics", type=float, default=5.0,
+                   help="emulated chips: seconds recorded before and after for the report's balance diagnostics "
+                        "(0: skip)")
     p.add_argument("--out", help="output directory")
     p.add_argument("--json", action="store_true", help="print the summary as JSON")
     p.add_argument("--no-report", action="store_true", help="do not render report.html")

@@ -209,6 +209,8 @@ class DualLoopSettings:
         Jacobian d ln rate_P / d ln s_Q (see DualLoop._solve_rate_pop); None switches it on when the targets give
         the inhibitory neurons their own rate.
     jacobian_prior_sd: prior spread of the Jacobian's entries around (beta0 on the diagonal, 0 off it).
+    probe_step: population mode: the first loop windows step S_E, then S_I, by this much (in ln s), so the closed-
+        loop Jacobian is measured, not assumed, before the loop relies on it.
     near: half-width (in ln rate) of the band around target within which a window informs the rate estimate fully
         (a band that narrows with the estimate's standard error was tried and was worse on devboard: it drops
         windows the estimate still needs).
@@ -235,6 +237,7 @@ class DualLoopSettings:
     forget_halflife_ms: Optional[float] = None  # tracking: old windows lose weight with this half-life
     population_mode: Optional[bool] = None  # None: on when the targets name E and I populations (recurrent chips)
     jacobian_prior_sd: float = 1.0
+    probe_step: float = 0.15
 
     def __post_init__(self) -> None:
         for k, v in asdict(self).items():
@@ -582,6 +585,7 @@ class DualLoop(Controller):
             theta = np.linalg.solve(A + L, b + L @ prior)
             c[P], J[P] = theta[0], theta[1:]
         self.jacobian = J
+        self.jacobian_se = None
         want = self.pop_target - c
         try:
             S_new = np.linalg.solve(J, want)
@@ -596,6 +600,14 @@ class DualLoop(Controller):
         if norm > 0.5:
             step *= 0.5 / norm
         self._pop_step = float(np.max(np.abs(step)))
+        k = len(self._pw_S)
+        if k <= 2:
+            # identification design: window 1 at the start point, window 2 with S_E stepped, window 3 with S_I
+            # stepped (each from the first point), so both columns of J are seen before the loop closes on it
+            step = np.zeros(2)
+            step[k - 1] = self.cfg.probe_step
+            step = self._pw_S[0] + step - self.S
+            self._pop_step = np.inf
         self.S = self.S + step
         self.pop_se = np.sqrt(self.fano / np.maximum((Cn * age[:, None]).sum(axis=0), 1.0))
         self.pop_err = np.abs(y - self.pop_target)

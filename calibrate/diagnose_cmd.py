@@ -139,7 +139,9 @@ def _print_human(doc: Dict[str, Any], out: Optional[str], saved: bool) -> None:
     codes = "gain table" if r["codes"] == "table" else "nominal codes"
     print(f"diagnosed {c['uid']} ({c['profile']}, {c['n_neurons']} {c['model']} neurons) at {codes}: "
           f"{r['duration_s']:g} s recorded, {r['wall_s']['record']:.1f} s wall")
-    pops = f" (E {_fmt(h['rate_exc_hz'], '.2f')} Hz, I {_fmt(h['rate_inh_hz'], '.2f')} Hz)" if h.get("rate_inh_hz") is not None else ""
+    pops = ""
+    if h.get("rate_inh_hz") is not None:
+        pops = f" (E {_fmt(h['rate_exc_hz'], '.2f')} Hz, I {_fmt(h['rate_inh_hz'], '.2f')} Hz)"
     print(f"  rate {_fmt(h['rate_mean_hz'], '.2f')} Hz{pops}; ISI CV median {_fmt(h['cv_median'], '.2f')}, "
           f"fluctuation-driven {_fmt(h['fluctuation_driven_fraction'], '.0%')}")
     print(f"  balance index median {_fmt(h['balance_index_median'])} (p90 {_fmt(h['balance_index_p90'])}, signed "

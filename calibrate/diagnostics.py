@@ -1554,11 +1554,11 @@ def diagnose(
                 flags.append("near_critical")
         elif branching.m_naive <= 0:
             regular = np.isfinite(mean_frac) and mean_frac > th.mean_driven_fraction_max
-            cause = ("regular refractory-limited firing" if regular
-                     else "a population oscillation with a period of a few bins (see the spectrum)")
+            cause = ("regular refractory-limited firing gives" if regular
+                     else "a population oscillation with a period of a few bins gives; see the spectrum")
             notes.append(
                 f"branching ratio not meaningful: r_1 = {branching.m_naive:.3g} <= 0 (successive bins "
-                f"anticorrelated, as {cause} gives)"
+                f"anticorrelated, as {cause})"
             )
         elif branching.m_naive < th.m_min_r1:
             notes.append(f"branching ratio not meaningful: r_1 = {branching.m_naive:.3g} (no memory)")

@@ -281,7 +281,9 @@ class DampedMode:
     fit_ok: bool
 
 
-def _mode_sse(r: np.ndarray, k: np.ndarray, lam: np.ndarray, om: np.ndarray) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
+def _mode_sse(
+    r: np.ndarray, k: np.ndarray, lam: np.ndarray, om: np.ndarray
+) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Least squares of ``r_k ~ lam^k (A cos(om k) + B sin(om k))`` for every (lam, om) pair: SSE, A, B."""
     env = lam[:, None] ** k[None, :]  # [L, K]
     c = np.cos(om[:, None] * k[None, :])  # [W, K]
@@ -565,7 +567,8 @@ def _rows(th: FlagThresholds, fano_w: Sequence[float], rsc_w: Sequence[float]) -
         ("mode_r2", "R^2 of the damped-oscillation fit", ".3f", ""),
         ("gamma_peak_hz", "gamma peak (Hz)", ".1f", ""),
         ("gamma_peak_ratio", "gamma PSD / aperiodic baseline", ".2f", ""),
-        ("gamma_modulation", "gamma modulation depth", ".3f", f"gamma_oscillation (advisory) above {th.gamma_modulation_max:g}"),
+        ("gamma_modulation", "gamma modulation depth", ".3f",
+         f"gamma_oscillation (advisory) above {th.gamma_modulation_max:g}"),
     ]
     return rows
 
@@ -681,9 +684,11 @@ def diagnostics_section(
         flags = ", ".join(d.flags) if d.flags else "no flag"
         state = "healthy" if d.healthy else "FLAGGED"
         verdict.append(f"<b>{esc(lab)}</b>: {state} ({esc(flags)})")
-    parts.append("<p>" + "; ".join(verdict) + ". Recorded "
-                 f"{heads[-1]['duration_s']:.1f} s of model time per state after a settle, on inputs independent of "
-                 "those the calibration saw; thresholds: docs/diagnostics.md.</p>")
+    stream = r_a.meta.get("input_stream")
+    where = (f" after a {r_a.meta.get('settle_s', 0):g} s settle, on input stream {stream} (inputs a calibration "
+             "does not see)" if stream is not None else "")
+    parts.append("<p>" + "; ".join(verdict) + f". Recorded {heads[-1]['duration_s']:.1f} s of model time per "
+                 f"state{where}; flag rules and thresholds: docs/diagnostics.md.</p>")
     parts.append("<table class='eical-diag-figures'><tr><th>figure</th>"
                  + "".join(f"<th>{esc(lab)}</th>" for lab, _, _ in states) + "<th>rule</th></tr>")
     for key, label, fmt, rule in _rows(th, d_a.fano_windows_ms, d_a.count_corr_windows_ms):
@@ -695,8 +700,8 @@ def diagnostics_section(
                      + f"<td>{esc(rule)}</td></tr>")
     parts.append("<tr><td><b>flags</b></td>" + "".join(
         f"<td><b>{esc(', '.join(h['flags']) or 'none')}</b></td>" for h in heads) + "<td></td></tr>")
-    parts.append("<tr><td><b>healthy</b></td>" + "".join(
-        f"<td><b>{'yes' if h['healthy'] else 'no'}</b></td>" for h in heads) + "<td>no flag but advisory ones</td></tr>")
+    healthy_cells = "".join(f"<td><b>{'yes' if h['healthy'] else 'no'}</b></td>" for h in heads)
+    parts.append(f"<tr><td><b>healthy</b></td>{healthy_cells}<td>no flag but advisory ones</td></tr>")
     parts.append("</table>")
     raised = sorted({f for _, d, _ in states for f in d.flags})
     if raised:
