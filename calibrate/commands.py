@@ -12,35 +12,18 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import sys
 from pathlib import Path
 from typing import Optional
 
 import numpy as np
 
+from hw_models.cli import nonneg_int as _nonneg_int
+from hw_models.cli import positive_float as _positive
+from hw_models.table import json_default as _json_default
+
 from .cli import EXIT_BACKEND, EXIT_FAILED, EXIT_OK, CliError
 
 __all__ = ["add_subcommands", "run_calibration", "run_tracking"]
-
-
-def _positive(text: str) -> float:
-    try:
-        v = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}") from None
-    if not (v > 0 and math.isfinite(v)):
-        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}")
-    return v
-
-
-def _nonneg_int(text: str) -> int:
-    try:
-        v = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a non-negative integer, got {text!r}") from None
-    if v < 0:
-        raise argparse.ArgumentTypeError(f"expected a non-negative integer, got {text!r}")
-    return v
 
 
 def _ramp(text: str) -> tuple[float, float, float]:
@@ -161,16 +144,6 @@ def run_calibration(device, *, controller: str = "dual-loop", target_rate_hz: Op
                     (out / "summary.json").write_text(json.dumps(summary, indent=1, default=_json_default) + "\n")
             write_report(out, extra_sections=sections)
     return result, table, summary
-
-
-def _json_default(o):
-    if isinstance(o, (np.integer,)):
-        return int(o)
-    if isinstance(o, (np.floating,)):
-        return float(o)
-    if isinstance(o, np.ndarray):
-        return o.tolist()
-    raise TypeError(type(o).__name__)
 
 
 def _fmt(x, spec=".3f") -> str:

@@ -25,6 +25,9 @@ import time
 from pathlib import Path
 from typing import Any, Dict, Optional
 
+from hw_models.cli import nonneg_int as _nonneg_int
+from hw_models.table import json_default as _json_default
+
 from .cli import EXIT_BACKEND, EXIT_FAILED, EXIT_OK, CliError
 
 __all__ = ["add_subcommands", "run_diagnose"]
@@ -43,31 +46,6 @@ def _duration(text: str) -> float:
     if v > 3600:
         raise argparse.ArgumentTypeError(f"expected at most 3600 seconds, got {text!r}")
     return v
-
-
-def _nonneg_int(text: str) -> int:
-    try:
-        v = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a non-negative integer, got {text!r}") from None
-    if v < 0:
-        raise argparse.ArgumentTypeError(f"expected a non-negative integer, got {text!r}")
-    return v
-
-
-def _json_default(o: Any) -> Any:
-    import numpy as np
-
-    if isinstance(o, np.integer):
-        return int(o)
-    if isinstance(o, np.floating):
-        v = float(o)
-        return v if math.isfinite(v) else None
-    if isinstance(o, np.ndarray):
-        return o.tolist()
-    if isinstance(o, np.bool_):
-        return bool(o)
-    raise TypeError(type(o).__name__)
 
 
 def run_diagnose(profile: Any, seed: int, *, table: Optional[Any] = None, duration_s: float = DEFAULT_DURATION_S,

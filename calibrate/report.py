@@ -91,7 +91,6 @@ def _plots(summary: dict, hist) -> list[tuple[str, str]]:
     out = []
     hf = history_figures(hist)
     tgt = summary["targets"]["rate_hz"]
-    dead = None
     if hf:
         fig, ax = plt.subplots(1, 2, figsize=(10, 3.4))
         rb, ra = hf["before"]["rates"], hf["after"]["rates"]

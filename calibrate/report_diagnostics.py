@@ -33,6 +33,8 @@ from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 
+from hw_models.table import json_default as _json_default
+
 from hw_models.profile import Profile, load_profile
 from hw_models.recording import Recorder, Recording
 
@@ -742,19 +744,6 @@ def standalone_page(title: str, intro_html: str, section_html: str) -> str:
 
 
 # ====================================================================================================== reports
-def _json_default(o: Any) -> Any:
-    if isinstance(o, np.integer):
-        return int(o)
-    if isinstance(o, np.floating):
-        v = float(o)
-        return v if math.isfinite(v) else None
-    if isinstance(o, np.ndarray):
-        return o.tolist()
-    if isinstance(o, np.bool_):
-        return bool(o)
-    raise TypeError(type(o).__name__)
-
-
 def calibration_section(
     out_dir: Any,
     device: Any,

@@ -29,7 +29,7 @@ import numpy as np
 
 from .profile import ProfileError, list_profiles, load_profile
 
-__all__ = ["add_subcommands", "simulate_summary", "balance_index"]
+__all__ = ["add_subcommands", "simulate_summary", "balance_index", "nonneg_int", "positive_float"]
 
 EXIT_OK = 0
 EXIT_USAGE = 2
@@ -41,7 +41,8 @@ OpenDevice = Callable[..., Any]
 # --------------------------------------------------------------------------------------------------------------
 # argument types: a bad value is an argparse error (one line, exit 2)
 # --------------------------------------------------------------------------------------------------------------
-def _seed(text: str) -> int:
+def nonneg_int(text: str) -> int:
+    """argparse type: a non-negative integer (seeds, counts)."""
     try:
         v = int(text)
     except ValueError:
@@ -51,7 +52,8 @@ def _seed(text: str) -> int:
     return v
 
 
-def _positive(text: str) -> float:
+def positive_float(text: str) -> float:
+    """argparse type: a positive finite number."""
     try:
         v = float(text)
     except ValueError:
@@ -296,11 +298,11 @@ def add_subcommands(subparsers, *, open_device: Optional[OpenDevice] = None,
                     "report per-neuron rates, the true window means of the balance proxy and of the net synaptic "
                     "current, and summary figures (rate CV across live neurons, balance index median and p95).")
     p.add_argument("--profile", required=True, help="profile name (see 'eical profiles list') or YAML path")
-    p.add_argument("--seed", type=_seed, default=0, help="mismatch seed (default 0)")
-    p.add_argument("--duration", type=_positive, default=10.0, metavar="SEC",
+    p.add_argument("--seed", type=nonneg_int, default=0, help="mismatch seed (default 0)")
+    p.add_argument("--duration", type=positive_float, default=10.0, metavar="SEC",
                    help="model time to simulate in seconds (default 10)")
     p.add_argument("--table", default=None, help="gain table (table.json) to apply; refused if made for another chip")
-    p.add_argument("--temperature", type=_positive, default=None, metavar="K",
+    p.add_argument("--temperature", type=positive_float, default=None, metavar="K",
                    help="chip temperature in kelvin (default: the profile's T0)")
     p.add_argument("--backend", choices=("numpy", "lava"), default="numpy", help="emulator backend (default numpy)")
     p.add_argument("--json", action="store_true", help="print one JSON object instead of a summary")
@@ -314,7 +316,7 @@ def add_subcommands(subparsers, *, open_device: Optional[OpenDevice] = None,
                              description="Draw the chip of PROFILE and SEED and write it in the NPZ format of "
                                          "docs/model.md (cond_lif profiles).")
     ex.add_argument("--profile", required=True, help="profile name or YAML path")
-    ex.add_argument("--seed", type=_seed, default=0, help="mismatch seed (default 0)")
+    ex.add_argument("--seed", type=nonneg_int, default=0, help="mismatch seed (default 0)")
     ex.add_argument("--out", required=True, help="output file (.npz)")
     ex.set_defaults(func=_cmd_chip_export)
 

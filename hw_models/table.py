@@ -113,7 +113,7 @@ class GainTable:
             token = f"@@codes:{k}@@"
             placeholders[json.dumps(token)] = json.dumps(kv["codes"], separators=(",", ":"))
             kv["codes"] = token
-        text = json.dumps(d, indent=1, default=_json_default)
+        text = json.dumps(d, indent=1, default=json_default)
         for token, compact in placeholders.items():
             text = text.replace(token, compact)
         return text
@@ -207,11 +207,13 @@ class GainTable:
                                  f"chip has {spec.n_groups} {spec.bits}-bit codes per {spec.sharing}")
 
 
-def _json_default(o: Any) -> Any:
+def json_default(o: Any) -> Any:
+    """``json.dumps(default=...)`` for numpy scalars and arrays (non-finite floats become null)."""
     if isinstance(o, np.integer):
         return int(o)
     if isinstance(o, np.floating):
-        return float(o)
+        v = float(o)
+        return v if np.isfinite(v) else None
     if isinstance(o, np.ndarray):
         return o.tolist()
     if isinstance(o, np.bool_):

@@ -7,7 +7,6 @@ exactly, and a controller can be judged without simulating a neuron.
 """
 from __future__ import annotations
 
-import math
 from typing import Optional, Sequence
 
 import numpy as np

@@ -6,7 +6,6 @@ import copy
 import json
 import re
 
-import numpy as np
 import pytest
 
 from calibrate.report_diagnostics import (

@@ -9,7 +9,6 @@ from __future__ import annotations
 import types
 
 import numpy as np
-import pytest
 
 from hw_models.emulator import NumpyDevice
 
