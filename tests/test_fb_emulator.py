@@ -278,3 +278,28 @@ def test_backend_registry_opens_the_serial_device(tmp_path):
             assert dev.measure(50.0).spike_counts.shape == (32,)
         finally:
             dev.close()
+
+
+def test_eical_calibrate_over_serial_reaches_the_numpy_result(tmp_path):
+    """`eical calibrate --backend serial:PTY` against the board emulator: the same codes and the same measured
+    figures as `--backend numpy` on the same profile and seed (the board's chip is that emulated chip)."""
+    from calibrate.cli import main
+
+    budget = "3"
+    with EmulatorProcess(["--profile", "devboard", "--seed", "3"], nvm=tmp_path / "b.nvm") as emu:
+        rc = main(["calibrate", "--backend", f"serial:{emu.path}", "--budget", budget, "--no-report",
+                   "--out", str(tmp_path / "serial")])
+        assert rc == 0
+    rc = main(["calibrate", "--backend", "numpy", "--profile", "devboard", "--seed", "3", "--budget", budget,
+               "--evaluate", "0", "--diagnostics", "0", "--no-report", "--out", str(tmp_path / "numpy")])
+    assert rc == 0
+    ts, tn = GainTable.load(tmp_path / "serial" / "table.json"), GainTable.load(tmp_path / "numpy" / "table.json")
+    assert (ts.chip_uid, ts.profile_sha256) == (tn.chip_uid, tn.profile_sha256)
+    assert ts.codes().keys() == tn.codes().keys()
+    for k in ts.codes():
+        np.testing.assert_array_equal(ts.codes()[k], tn.codes()[k])
+    ss = json.loads((tmp_path / "serial" / "summary.json").read_text())
+    sn = json.loads((tmp_path / "numpy" / "summary.json").read_text())
+    assert ss["chip"]["backend"] == "serial" and sn["chip"]["backend"] == "numpy"
+    assert ss["iterations"] == sn["iterations"] and ss["neurons"] == sn["neurons"]
+    assert ss["after"]["rate_mean_hz"] == pytest.approx(sn["after"]["rate_mean_hz"])

@@ -58,3 +58,23 @@ def test_calibration_on_lava_equals_numpy():
         s["chip"].pop("backend")
     assert sa == sb
     assert open_sessions() == 0 and multiprocessing.active_children() == []
+
+
+def test_eical_calibrate_backend_lava_writes_the_numpy_table_and_history(tmp_path):
+    """The command itself: `eical calibrate --backend lava --profile devboard --seed 3` against `--backend numpy`."""
+    from calibrate.cli import main
+    from calibrate.run import History
+
+    outs = {}
+    for backend in ("numpy", "lava"):
+        out = tmp_path / backend
+        rc = main(["calibrate", "--backend", backend, "--profile", "devboard", "--seed", "3", "--budget",
+                   str(BUDGET_MS / 1e3), "--evaluate", "0", "--diagnostics", "0", "--no-report", "--out", str(out)])
+        assert rc == 0
+        outs[backend] = out
+    a = GainTable.load(outs["numpy"] / "table.json").to_dict()
+    b = GainTable.load(outs["lava"] / "table.json").to_dict()
+    a.pop("created"), b.pop("created")
+    assert a == b
+    assert History.load(outs["numpy"] / "history.npz").equal(History.load(outs["lava"] / "history.npz"))
+    assert open_sessions() == 0 and multiprocessing.active_children() == []
