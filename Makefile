@@ -52,7 +52,9 @@ test-lava:
 	  echo "SKIPPED: Lava lane (no Python 3.10 found as python3.10 on PATH or in pyenv versions); Lava tests not run"; \
 	else \
 	  $(MAKE) --no-print-directory venv310 && \
-	  timeout -s KILL $(LAVA_KILL_AFTER) $(PY310) -m pytest -q -m "lava" -p no:cacheprovider; \
+	  echo "Python 3.10 lane: the Lava tests (hard kill after $(LAVA_KILL_AFTER) s), then the rest of the suite" && \
+	  timeout -s KILL $(LAVA_KILL_AFTER) $(PY310) -m pytest -q -m "lava" -p no:cacheprovider && \
+	  timeout -s KILL $(KILL_AFTER) $(PY310) -m pytest -q -m "not lava" -p no:cacheprovider; \
 	fi
 
 bench: venv
