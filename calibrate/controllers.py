@@ -328,6 +328,7 @@ class DualLoop(Controller):
         self.balance_est = np.full(G, np.nan)
         self.fano = 1.0
         self._fano_w = 0.0
+        self._ratios_frozen = False
         pm = self.cfg.population_mode
         inh = self.targets.inh_mask
         self.pop_mode = (inh is not None and not self.shared) if pm is None else bool(pm)
@@ -516,9 +517,9 @@ class DualLoop(Controller):
             info.update(self._loop_info(c, n_live, T))
             info.update({"pop_rates_hz": self._pop_rates_last, "jacobian": self.jacobian.tolist()})
             return info
-        meas_err = self._solve_rate(c, n_live, T)
+        self._solve_rate(c, n_live, T)
         self.codes = self._codes_from_state()
-        self._schedule(meas_err)
+        self._schedule()
         info.update(self._loop_info(c, n_live, T))
         return info
 
@@ -589,7 +590,6 @@ class DualLoop(Controller):
             theta = np.linalg.solve(A + L, b + L @ prior)
             c[P], J[P] = theta[0], theta[1:]
         self.jacobian = J
-        self.jacobian_se = None
         want = self.pop_target - c
         try:
             S_new = np.linalg.solve(J, want)
@@ -679,7 +679,7 @@ class DualLoop(Controller):
         have = np.isfinite(self.a) & np.isfinite(self.b) & (self.a > 0) & (self.b > 0)
         target = np.log(np.where(have, self.b, 1.0) / np.where(have, self.a, 1.0))
         step = np.clip(target - self.ln_r, -self.cfg.max_ratio_step, self.cfg.max_ratio_step)
-        if not getattr(self, "_ratios_frozen", False):
+        if not self._ratios_frozen:
             self.ln_r = np.where(have, self.ln_r + step, self.ln_r)
         self._balance_uncertainty(ok & have, det, Se2, Sei, Si2, Sey, Siy, Syy, nobs)
 
@@ -755,7 +755,7 @@ class DualLoop(Controller):
         self.fano = float(np.clip(self.fano, 0.2, 5.0))
         self._fano_w += T
 
-    def _solve_rate(self, c_now: np.ndarray, n_now: np.ndarray, T_now: float) -> np.ndarray:
+    def _solve_rate(self, c_now: np.ndarray, n_now: np.ndarray, T_now: float) -> None:
         """Fit ln rate = alpha_g + beta ln s + gamma ln r over the windows; set ln s for the target."""
         cfg = self.cfg
         lt = np.log(self.target_g)
@@ -803,14 +803,12 @@ class DualLoop(Controller):
         # count-information: standard error of the rate estimate per group (Poisson; F ~ 1)
         self.rate_se = np.where(has, np.sqrt(self.fano / np.maximum(wsum, 1e-9)), np.inf)
         self.rate_err = np.abs(y_now - lt)
-        prev = self.ln_s.copy()
         self.ln_s = np.where(n_now > 0, target_s, np.median(target_s[n_now > 0]) if (n_now > 0).any() else self.ln_s)
         self._clip_state()
         # unreachable: wants to go beyond the DAC range and the rate is still off by more than the noise allows
         wants_out = (self._s_at_limit != 0) & (np.abs(target_s - self.ln_s) > 1e-9)
         off = self.rate_err > 3.0 * np.sqrt(1.0 / np.maximum(c_now + 1, 1)) + 0.05
         self.unreachable_rate = wants_out & off & (n_now > 0)
-        return np.abs(self.ln_s - prev) * self.beta_g
 
     def _group_slopes(self, y, lnS, lnR, W, wsum, has) -> np.ndarray:
         """Each group's own slope d ln rate / d ln s, shrunk towards the population's ``beta``.
@@ -863,7 +861,7 @@ class DualLoop(Controller):
     def _tol(self) -> float:
         return self.cfg.rate_tol_shared if self.shared else self.cfg.rate_tol
 
-    def _schedule(self, step_err: np.ndarray) -> None:
+    def _schedule(self) -> None:
         """Next loop window: long enough for what the tolerances still need, at most ``max_growth`` times the
         last one, and not growing while the rate is still far from target (beyond its counting noise)."""
         cfg = self.cfg
