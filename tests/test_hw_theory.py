@@ -17,6 +17,8 @@ import pytest
 from hw_models.emulator import NumpyDevice
 from hw_models.profile import load_profile
 
+from spike_recorder import SpikeRecorder
+
 
 def without_mismatch(name: str, n: int, **changes):
     prof = load_profile(name)
@@ -33,29 +35,6 @@ def set_scale_ratio(dev, s: float, r: float) -> None:
     """gain_e = s*sqrt(r), gain_i = s/sqrt(r) on every neuron (no DAC quantisation)."""
     n = dev.chip.n
     dev.engine.set_gains(np.full(n, s * np.sqrt(r)), np.full(n, s / np.sqrt(r)))
-
-
-class SpikeTimes:
-    """The smallest recorder the engine accepts: spikes only."""
-
-    sample_every_steps = 0
-
-    def __init__(self):
-        self.steps: list[np.ndarray] = []
-        self.ids: list[np.ndarray] = []
-
-    def on_spikes(self, step: int, idx: np.ndarray) -> None:
-        self.steps.append(np.full(idx.size, step))
-        self.ids.append(idx.copy())
-
-    def isi_cv(self, n: int, min_isi: int = 20) -> np.ndarray:
-        steps, ids = np.concatenate(self.steps), np.concatenate(self.ids)
-        out = []
-        for i in range(n):
-            isi = np.diff(steps[ids == i])
-            if isi.size >= min_isi:
-                out.append(isi.std() / isi.mean())
-        return np.array(out)
 
 
 class InputMoments:
@@ -175,7 +154,7 @@ def _vinf_of_means(st, prof):
 
 def test_balanced_neurons_fire_irregularly():
     prof = without_mismatch("bss2", 32)
-    rec = SpikeTimes()
+    rec = SpikeRecorder()
     dev = NumpyDevice(prof, 5, recorder=rec)
     st = dev.run_true(5000.0)  # nominal codes: the tuned balanced operating point
     assert np.all(_vinf_of_means(st, prof) < prof["neuron"]["Vth_mV"])  # the mean input stays below threshold
@@ -186,7 +165,7 @@ def test_balanced_neurons_fire_irregularly():
 def test_mean_driven_neurons_fire_regularly():
     # excitation only, many small inputs: the mean conductance alone holds V_inf above threshold
     prof = without_mismatch("bss2", 32, **{"input.rate_e_hz": 100.0})
-    rec = SpikeTimes()
+    rec = SpikeRecorder()
     dev = NumpyDevice(prof, 5, recorder=rec)
     dev.engine.set_gains(np.full(32, 0.05), np.zeros(32))
     st = dev.run_true(3000.0)

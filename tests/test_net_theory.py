@@ -18,36 +18,13 @@ import pytest
 from hw_models.emulator import NumpyDevice
 from hw_models.profile import load_profile
 
+from spike_recorder import SpikeRecorder
+
 PROFILE = "balanced-net"
 SEED = 1
 SWEEP = (0.5, 0.75, 1.0, 1.5, 2.0)  # x nominal input.rate_e_hz: a 4x range around the nominal drive
 WARM_MS = 300.0
 WINDOW_MS = 2000.0
-
-
-class SpikeRecorder:
-    """The smallest recorder the engine accepts: it keeps (step, neuron) of every spike."""
-
-    sample_every_steps = 0
-
-    def __init__(self):
-        self.steps: list[np.ndarray] = []
-        self.ids: list[np.ndarray] = []
-
-    def on_spikes(self, step: int, idx: np.ndarray) -> None:
-        self.steps.append(np.full(idx.size, step, dtype=np.int64))
-        self.ids.append(np.asarray(idx, dtype=np.int64).copy())
-
-    def trains(self, n: int, first_step: int = 0) -> list[np.ndarray]:
-        """Spike steps of each neuron at or after ``first_step``."""
-        steps = np.concatenate(self.steps) if self.steps else np.zeros(0, dtype=np.int64)
-        ids = np.concatenate(self.ids) if self.ids else np.zeros(0, dtype=np.int64)
-        keep = steps >= first_step
-        steps, ids = steps[keep], ids[keep]
-        order = np.lexsort((steps, ids))
-        steps, ids = steps[order], ids[order]
-        bounds = np.searchsorted(ids, np.arange(n + 1))
-        return [steps[bounds[i]:bounds[i + 1]] for i in range(n)]
 
 
 class MeanPotential:
