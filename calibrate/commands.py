@@ -214,7 +214,7 @@ def run_tracking(profile, seed: int, table, ramp: tuple[float, float, float], *,
     """
     from hw_models.emulator import NumpyDevice
 
-    from .controllers import DualLoop, Targets
+    from .controllers import DualLoop, DualLoopSettings, Targets
     from .metrics import true_figures
     from .run import calibrate
 
@@ -232,8 +232,11 @@ def run_tracking(profile, seed: int, table, ramp: tuple[float, float, float], *,
     marks = np.linspace(0.0, total_ms, checkpoints)
     rows = []
     next_mark = [0]
+    # the table's rates are known to about the precision its calibration stopped at: a warm-start prior, so the
+    # first few 5 s windows (counting noise ~0.15 each) do not undo the per-neuron calibration
     ctrl = DualLoop(budget_ms=total_ms, first_window_ms=window_s * 1e3, max_growth=1.0,
-                    forget_halflife_ms=halflife_s * 1e3, rate_tol=1e-9, balance_tol=1e-9)
+                    forget_halflife_ms=halflife_s * 1e3, rate_tol=1e-9, balance_tol=1e-9,
+                    prior_rate_se=DualLoopSettings().rate_tol)
 
     def checkpoint(t_ms: float) -> None:
         T = temp_at(t_ms)

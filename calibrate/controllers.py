@@ -206,6 +206,10 @@ class DualLoopSettings:
     sub_window_ms: on one-channel-per-core chips, the length of one proxy sub-window of a loop window.
     fano_splits: a loop window is measured as this many sub-windows (all-channel chips), so the spike-count Fano
         factor, which sets the counting noise, is estimated from the data rather than assumed.
+    prior_rate_se: warm start from a calibrated table (tracking): the relative standard error of the start codes'
+        rates. The start then counts, in each group's own rate estimate, as a pseudo-window of ``F / se**2`` spikes
+        exactly at target, so a few short noisy windows do not undo a per-neuron calibration they cannot match.
+        None: no prior (a calibration from scratch).
     population_mode: recurrent chips: loop 2 sets one scale per population (E, I) from the measured closed-loop
         Jacobian d ln rate_P / d ln s_Q (see DualLoop._solve_rate_pop); None switches it on when the targets give
         the inhibitory neurons their own rate.
@@ -237,6 +241,7 @@ class DualLoopSettings:
     near: float = 0.5
     max_ratio_step: float = 1.0
     forget_halflife_ms: Optional[float] = None  # tracking: old windows lose weight with this half-life
+    prior_rate_se: Optional[float] = None  # warm start from a calibrated table: how well its rates were known
     population_mode: Optional[bool] = None  # None: on when the targets name E and I populations (recurrent chips)
     jacobian_prior_sd: float = 1.0
     probe_step: float = 0.15
@@ -287,6 +292,7 @@ class DualLoop(Controller):
         gi = np.maximum(gi, ki.gain_limits()[0])
         self.ln_s = 0.5 * (np.log(ge) + np.log(gi))
         self.ln_r = np.log(ge) - np.log(gi)
+        self._start_lnS, self._start_lnR = self.ln_s.copy(), self.ln_r.copy()
         self.lim_e = tuple(np.log(ke.gain_limits()))
         self.lim_i = tuple(np.log(ki.gain_limits()))
         G, N = self.n_groups, self.n
@@ -378,11 +384,23 @@ class DualLoop(Controller):
         lr = le[:, :, None] - li[:, None, :]
         d_rate = self.beta_g[:, None, None] * (ls - self.ln_s[:, None, None]) + self.gamma * (lr - self.ln_r[:, None, None])
         d_ratio = lr - self.ln_r[:, None, None]
-        cost = (d_rate / self._tol()) ** 2 + (d_ratio / max(self.cfg.balance_tol, 1e-6)) ** 2
+        # each error against the standard error its loop stops at (balance_tol is two of them): a ratio error also
+        # moves the rate through gamma, so rounding that spends the balance budget muddies the rate fit too
+        cost = (d_rate / self._tol()) ** 2 + (d_ratio / max(0.5 * self.cfg.balance_tol, 1e-6)) ** 2
         cost = np.where(np.isfinite(cost), cost, np.inf)
         best = np.argmin(cost.reshape(cost.shape[0], -1), axis=1)
         rows = np.arange(cost.shape[0])
         return {"gain_e": ce[rows, best // 3], "gain_i": ci[rows, best % 3]}
+
+    def _applied_state(self, codes) -> tuple[np.ndarray, np.ndarray]:
+        """(ln s, ln r) the codes really set. The rate model is fitted on these, not on the wanted state: the lattice
+        is coarse (an 8-bit step is 1-2 % of gain near code_ref), and the joint quantiser trades rate for ratio
+        error, so the wanted state can be off the applied one by more than the counting noise of a long window."""
+        ge, gi = self._applied(codes)
+        ok = (ge > 0) & (gi > 0)
+        with np.errstate(divide="ignore"):
+            le, li = np.log(np.where(ok, ge, 1.0)), np.log(np.where(ok, gi, 1.0))
+        return np.where(ok, 0.5 * (le + li), self.ln_s), np.where(ok, le - li, self.ln_r)
 
     def _applied(self, codes) -> tuple[np.ndarray, np.ndarray]:
         return self.knobs["gain_e"].nominal_gain(codes["gain_e"]), self.knobs["gain_i"].nominal_gain(codes["gain_i"])
@@ -498,7 +516,7 @@ class DualLoop(Controller):
         self._update_dead()
         live = ~self.dead
         c, n_live = self._group_rates(counts, T, live)
-        lnS, lnR = self.ln_s.copy(), self.ln_r.copy()
+        lnS, lnR = self._applied_state(windows[0].codes)
         self._rw_lnS.append(lnS)
         self._rw_lnR.append(lnR)
         self._rw_c.append(c)
@@ -748,7 +766,9 @@ class DualLoop(Controller):
             c = c[:, ok]
             tot = c.sum(axis=1, keepdims=True)
             r = c - m[ok][None, :] * (tot / max(tot.mean(), 1e-9))
-            f = float(np.median(r.var(axis=0, ddof=1) / m[ok]))
+            # the mean, not the median: with a few sub-windows each neuron's variance has few degrees of freedom, and
+            # the median of a chi-square with 3 of them is 0.79 of its mean (F came out 1.06 against 1.3)
+            f = float(np.mean(r.var(axis=0, ddof=1) / m[ok]))
         if not np.isfinite(f):
             return
         self.fano = (self.fano * self._fano_w + f * T) / (self._fano_w + T)
@@ -778,8 +798,16 @@ class DualLoop(Controller):
         has = wsum > 0
         self.beta_g = self._group_slopes(y, lnS, lnR, W, wsum, has)
         resid = y - self.beta_g * lnS - self.gamma * lnR
+        # the warm start's pseudo-window: at the start state, exactly at target, with F / se^2 counts
+        P = 0.0 if cfg.prior_rate_se is None else self.fano / max(cfg.prior_rate_se, 1e-6) ** 2
+        resid0 = lt - self.beta_g * self._start_lnS - self.gamma * self._start_lnR
+        live_now = Nl[-1] > 0
+        c0 = float(resid0[live_now].mean()) if live_now.any() else 0.0
         if cfg.forget_halflife_ms is None:
-            self.alpha = np.where(has, (W * resid).sum(axis=0) / np.where(has, wsum, 1), np.nan)
+            self.alpha = np.where(has | (P > 0), ((W * resid).sum(axis=0) + P * resid0) / np.maximum(wsum + P, 1e-12),
+                                  np.nan)
+            has = has | (P > 0)
+            wsum = wsum + P
         else:
             # tracking: drift (temperature) moves every neuron alike, so split alpha into a population part that
             # follows the recent windows (forgetting, pooled over all neurons: precise within one window) and each
@@ -789,10 +817,12 @@ class DualLoop(Controller):
             c_k = (W0 * resid).sum(axis=1) / np.maximum(w_k, 1e-12)
             w0sum = W0.sum(axis=0)
             has = w0sum > 0
-            dev = np.where(has, (W0 * (resid - c_k[:, None])).sum(axis=0) / np.where(has, w0sum, 1), np.nan)
-            a_k = age[:, 0] * w_k
-            pop = float((a_k * c_k).sum() / max(a_k.sum(), 1e-12))
-            self.alpha = pop + dev
+            dev = np.where(has | (P > 0), ((W0 * (resid - c_k[:, None])).sum(axis=0) + P * (resid0 - c0))
+                           / np.maximum(w0sum + P, 1e-12), np.nan)
+            has = has | (P > 0)
+            w0sum = w0sum + P
+            # the line is fitted over twice the forgetting time: a slope from a few windows is mostly their noise
+            self.alpha = self._population_trend(c_k, np.sqrt(age[:, 0]) * w_k, T[:, 0]) + dev
             wsum = w0sum
         # far from target with no near window: a damped Newton step from the latest window
         y_now = np.log((c_now + 0.5) / np.maximum(n_now, 1) / (T_now * 1e-3))
@@ -809,6 +839,24 @@ class DualLoop(Controller):
         wants_out = (self._s_at_limit != 0) & (np.abs(target_s - self.ln_s) > 1e-9)
         off = self.rate_err > 3.0 * np.sqrt(1.0 / np.maximum(c_now + 1, 1)) + 0.05
         self.unreachable_rate = wants_out & off & (n_now > 0)
+
+    def _population_trend(self, c_k: np.ndarray, a_k: np.ndarray, T_s: np.ndarray) -> float:
+        """Tracking: the population intercept the next window will see, from the recent windows' intercepts ``c_k``
+        (weights ``a_k``: information times age). A weighted line in time, evaluated at the middle of the next
+        window. A weighted mean would lag a steady drift by about the forgetting time (on bss2, 300 -> 310 K over
+        120 s, the mean rate ran 5 % high); the line follows it."""
+        t_mid = np.array(self._rw_t) * 1e-3 - T_s / 2  # seconds, middle of each window
+        wsum = max(float(a_k.sum()), 1e-12)
+        mean_c = float((a_k * c_k).sum() / wsum)
+        if (a_k > 1e-3 * a_k.max()).sum() < 3:
+            return mean_c
+        t_bar = float((a_k * t_mid).sum() / wsum)
+        stt = float((a_k * (t_mid - t_bar) ** 2).sum())
+        if stt <= 0:
+            return mean_c
+        slope = float((a_k * (t_mid - t_bar) * (c_k - mean_c)).sum()) / stt
+        t_next = self.model_ms * 1e-3 + self.last_T * 1e-3 / 2
+        return mean_c + slope * (t_next - t_bar)
 
     def _group_slopes(self, y, lnS, lnR, W, wsum, has) -> np.ndarray:
         """Each group's own slope d ln rate / d ln s, shrunk towards the population's ``beta``.
