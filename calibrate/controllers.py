@@ -812,17 +812,21 @@ class DualLoop(Controller):
             # tracking: drift (temperature) moves every neuron alike, so split alpha into a population part that
             # follows the recent windows (forgetting, pooled over all neurons: precise within one window) and each
             # neuron's own deviation from it, learnt from every window (it does not drift): alpha = pop + dev
-            W0 = (C + 1.0) * close * usable
-            w_k = W0.sum(axis=1)
-            c_k = (W0 * resid).sum(axis=1) / np.maximum(w_k, 1e-12)
+            # weights here are *expected* counts (target rate x window), not observed ones: a neuron whose count came
+            # out high would weigh more, which biases every average up by about F / count, 2.4 % for a 5 s window
+            # at 10 Hz, and the loop then holds every rate that much low
+            W0 = self.target_g[None, :] * T * np.maximum(Nl, 1) * close * usable
+            w_k = ((C + 1.0) * usable).sum(axis=1)  # a window's information: its total count over the neurons
+            c_k = (W0 * resid).sum(axis=1) / np.maximum(W0.sum(axis=1), 1e-12)
             w0sum = W0.sum(axis=0)
             has = w0sum > 0
             dev = np.where(has | (P > 0), ((W0 * (resid - c_k[:, None])).sum(axis=0) + P * (resid0 - c0))
                            / np.maximum(w0sum + P, 1e-12), np.nan)
             has = has | (P > 0)
             w0sum = w0sum + P
-            # the line is fitted over twice the forgetting time: a slope from a few windows is mostly their noise
-            self.alpha = self._population_trend(c_k, np.sqrt(age[:, 0]) * w_k, T[:, 0]) + dev
+            # the line is fitted over four times the forgetting time: a line does not lag a steady drift however long
+            # its memory, and a slope from a few windows is mostly their noise
+            self.alpha = self._population_trend(c_k, age[:, 0] ** 0.25 * w_k, T[:, 0]) + dev
             wsum = w0sum
         # far from target with no near window: a damped Newton step from the latest window
         y_now = np.log((c_now + 0.5) / np.maximum(n_now, 1) / (T_now * 1e-3))
