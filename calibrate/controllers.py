@@ -188,8 +188,8 @@ class Controller(ABC):
 class DualLoopSettings:
     """Settings of the dual loop, with the defaults used by ``eical calibrate``; see docs/controller.md.
 
-    rate_tol: relative standard error of each group's rate estimate at which loop 2 stops (0.04: the final rate CV
-        across neurons is then about 0.04, under the 0.05 goal with room for quantisation and model error).
+    rate_tol: relative standard error of each group's rate estimate at which loop 2 stops (0.035: the final rate CV
+        across neurons is then about that, under the 0.05 goal with room for quantisation and model error).
     rate_tol_shared: the same for knobs shared by a core or the chip (their group mean is over many neurons).
     balance_tol_shared: balance_tol for shared knobs (a group's balance is judged on its own, not as a quantile).
     rate_tol_population: the same for the population rates of a recurrent chip (population mode).
