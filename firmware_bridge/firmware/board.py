@@ -74,6 +74,10 @@ TRANSITIONS = {
 class Board:
     """One board: boots from the flash, then answers frames.
 
+    ``store_class`` (a class attribute, ``nvm.Store``) is the NVM store the board boots with. It is a seam for
+    the fault tests only: they swap in deliberately broken stores to prove that the fault simulation catches a
+    broken commit (tests/fault_controls.py). Nothing else changes it.
+
     Parameters
     ----------
     chip
@@ -93,6 +97,8 @@ class Board:
         COBS functions (the CPython emulator may pass the C ones).
     """
 
+    store_class = nvm.Store
+
     def __init__(self, chip, flash, bank_size=nvm.BANK_SIZE, max_payload=W.MAX_PAYLOAD, erase_ms=50, op_ms=20,
                  encode=W.cobs_encode, decode=W.cobs_decode):
         info = chip.info()
@@ -110,7 +116,7 @@ class Board:
         self.op_ms = op_ms
         self._encode = encode
         self._dec = W.Decoder(max_payload, decode)
-        self.store = nvm.Store(flash, self.uid, self.sha, self.knobs, bank_size)
+        self.store = self.store_class(flash, self.uid, self.sha, self.knobs, bank_size)
         # Boot: count it, pick the newest valid bank, load its codes into RAM and into the chip (Rule 4).
         self.boot_count = self.store.count_boot()
         active = self.store.scan()

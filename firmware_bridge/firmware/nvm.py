@@ -247,7 +247,12 @@ class Store:
     # -- boot --
 
     def count_boot(self):
-        """Add one to the unary boot log and return the new count."""
+        """Add one to the unary boot log and return the new count.
+
+        The log is only a hint: an erase or program that fails here (OSError) must not keep the board from
+        booting (found by the fault simulation, firmware_bridge/faultsim.py); the count returned is then one
+        this boot could not record.
+        """
         fl = self.flash
         addr = N_BANKS * self.bank_size
         raw = fl.read(addr, fl.sector_size)
@@ -255,16 +260,18 @@ class Store:
         n = len(raw)
         while i < n and raw[i] == 0:
             i += 1
-        if i == n:
-            fl.erase(addr)
-            i = 0
-            raw = b"\xff"
-            zeros = 0
-        else:
-            zeros = 8 * i + 8 - bin(raw[i]).count("1")
-        # Clear the lowest set bit of the first byte that still has one.
-        b = raw[i]
-        fl.program(addr + i, bytes([b & (b - 1)]))
+        full = i == n
+        zeros = 0 if full else 8 * i + 8 - bin(raw[i]).count("1")
+        try:
+            if full:
+                fl.erase(addr)
+                i = 0
+                raw = b"\xff"
+            # Clear the lowest set bit of the first byte that still has one.
+            b = raw[i]
+            fl.program(addr + i, bytes([b & (b - 1)]))
+        except OSError:
+            pass
         return zeros + 1
 
     def scan(self):
