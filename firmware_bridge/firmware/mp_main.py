@@ -67,7 +67,7 @@ def main_testchip(n_neurons=64, uid="mp-testchip-0001", nvm_path=None, seed=1, b
     chip = TestChip(n_neurons, uid, seed)
     size = nvm.flash_size(bank_size)
     if nvm_path:
-        flash = nvm.FileFlash(nvm_path, size)
+        flash = nvm.FileFlash(nvm_path, size, bank_size=bank_size)
     else:
         flash = nvm.RamFlash(size)
     serve(lambda: Board(chip, flash, bank_size=bank_size))

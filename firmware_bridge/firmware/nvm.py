@@ -69,36 +69,100 @@ class RamFlash:
         self.mem[addr:addr + len(data)] = and_bytes(self.mem[addr:addr + len(data)], data)
 
 
-class FileFlash:
-    """NOR flash kept in a file: every operation reaches the file before it returns, so it survives kill -9."""
+# NVM image files --------------------------------------------------------------------------------------------------
+#
+# Where the NVM lives in a file (the board emulator, a board keeping its tables in a filesystem file), the file is
+# an *image*: a 64-byte header, then the flash bytes. Header: magic "EICALNVM", image format version u16 (1),
+# header size u16 (64), flash size u32, sector size u32, bank size u32, zero padding, and at offset 60 the CRC-32
+# of bytes 0..59. A file is only ever opened as NVM when its header says it is one, for this geometry, and the
+# file is exactly header + flash long; anything else is refused (ValueError), never padded or overwritten.
 
-    def __init__(self, path, size, sector_size=SECTOR_SIZE):
+IMAGE_MAGIC = b"EICALNVM"
+IMAGE_VERSION = 1
+IMAGE_HEADER_SIZE = 64
+IMAGE_FMT = "<8sHHIII"  # magic, format version, header size, flash size, sector size, bank size
+IMAGE_CRC_AT = IMAGE_HEADER_SIZE - 4
+
+
+def pack_image_header(size, sector_size, bank_size):
+    body = struct.pack(IMAGE_FMT, IMAGE_MAGIC, IMAGE_VERSION, IMAGE_HEADER_SIZE, size, sector_size, bank_size)
+    body += b"\x00" * (IMAGE_CRC_AT - len(body))
+    return body + struct.pack("<I", crc32(body))
+
+
+def unpack_image_header(raw):
+    """(format version, flash size, sector size, bank size) of an image header, or a string saying what is wrong
+    with it (not an image at all, damaged, or a format this firmware does not read)."""
+    if len(raw) < IMAGE_HEADER_SIZE or bytes(raw[:8]) != IMAGE_MAGIC:
+        return "not an eical NVM image (it does not start with the EICALNVM header)"
+    if struct.unpack_from("<I", raw, IMAGE_CRC_AT)[0] != crc32(bytes(raw[:IMAGE_CRC_AT])):
+        return "damaged eical NVM image (its header CRC does not match)"
+    magic, version, hsize, size, sector_size, bank_size = struct.unpack_from(IMAGE_FMT, raw, 0)
+    if version != IMAGE_VERSION or hsize != IMAGE_HEADER_SIZE:
+        return "eical NVM image of format %d; this firmware reads format %d" % (version, IMAGE_VERSION)
+    return (version, size, sector_size, bank_size)
+
+
+def image_problem(raw, file_size, size, sector_size, bank_size):
+    """None when ``raw`` (the file's first bytes) and ``file_size`` make a good image for this geometry, else a
+    short reason."""
+    h = unpack_image_header(raw)
+    if isinstance(h, str):
+        return h
+    if h[1:] != (size, sector_size, bank_size):
+        return ("eical NVM image for %d-byte banks of %d-byte sectors (%d B of flash); this board has %d-byte "
+                "banks of %d-byte sectors (%d B)" % (h[3], h[2], h[1], bank_size, sector_size, size))
+    if file_size != IMAGE_HEADER_SIZE + size:
+        return "truncated or padded eical NVM image: %d bytes, expected %d" % (file_size, IMAGE_HEADER_SIZE + size)
+    return None
+
+
+class FileFlash:
+    """NOR flash kept in an NVM image file: every operation reaches the file before it returns (kill -9 safe).
+
+    An existing file must be an image for this geometry (``image_problem``), else ValueError and the file is left
+    as it was; a missing one is created erased. The host's ``firmware_bridge.nvmimage.open_image`` applies the
+    user-facing rules (``--new``, old headerless images) before it gets here.
+    """
+
+    def __init__(self, path, size, sector_size=SECTOR_SIZE, bank_size=BANK_SIZE):
         self.size = size
         self.sector_size = sector_size
+        self.path = path
         try:
             f = open(path, "r+b")
         except OSError:
+            f = None
+        if f is None:
             f = open(path, "w+b")
-        f.seek(0, 2)
-        have = f.tell()
-        if have < size:
-            # A fresh (or short) file reads as erased flash.
-            f.write(b"\xff" * (size - have))
+            f.write(pack_image_header(size, sector_size, bank_size))
+            blank = b"\xff" * sector_size
+            left = size
+            while left > 0:
+                f.write(blank[:min(left, sector_size)])
+                left -= sector_size
             f.flush()
+        else:
+            raw = f.read(IMAGE_HEADER_SIZE)
+            f.seek(0, 2)
+            why = image_problem(raw, f.tell(), size, sector_size, bank_size)
+            if why is not None:
+                f.close()
+                raise ValueError("%s: %s" % (path, why))
         self._f = f
 
     def read(self, addr, n):
-        self._f.seek(addr)
+        self._f.seek(IMAGE_HEADER_SIZE + addr)
         return self._f.read(n)
 
     def erase(self, addr):
-        self._f.seek(addr)
+        self._f.seek(IMAGE_HEADER_SIZE + addr)
         self._f.write(b"\xff" * self.sector_size)
         self._f.flush()
 
     def program(self, addr, data):
         new = and_bytes(self.read(addr, len(data)), data)
-        self._f.seek(addr)
+        self._f.seek(IMAGE_HEADER_SIZE + addr)
         self._f.write(new)
         self._f.flush()
 
