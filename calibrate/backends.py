@@ -54,10 +54,8 @@ def open_device(backend: str, profile=None, seed: Optional[int] = None, *, tempe
         except LavaUnavailable as e:
             raise BackendUnavailable(str(e)) from e
     if backend.startswith("serial:"):
-        url = backend[len("serial:"):]
-        if not url:
-            raise ValueError("--backend serial:PORT needs a port, e.g. serial:/dev/ttyACM0")
         from firmware_bridge import open_serial_device
 
-        return open_serial_device(url)
+        # An empty or missing port is the bridge's NoSuchPort (a usage error, exit 2), as any port that is not there.
+        return open_serial_device(backend[len("serial:"):])
     raise ValueError(f"unknown backend {backend!r}; expected one of {', '.join(BACKENDS)}")

@@ -73,8 +73,10 @@ class SerialDevice:
 
     Raises
     ------
+    PortError
+        (a usage error, exit 2) when there is no such port, it is not a serial port, or it is busy.
     LinkLost
-        When the port cannot be opened or the board does not answer HELLO.
+        When the board does not answer HELLO, or the link fails after it was opened.
     """
 
     def __init__(self, url: str, *, baudrate: int = 115200, timing: Optional[Timing] = None,

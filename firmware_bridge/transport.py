@@ -11,13 +11,16 @@ waiting (power-cut and fault-injection tests run hundreds of flashes this way).
 """
 from __future__ import annotations
 
+import errno
 import math
+import os
 import random
 import select
+import stat
 import time
 from typing import Callable, Optional, Protocol
 
-from .errors import UsageError
+from .errors import NoSuchPort, NotASerialPort, PortBusy, PortError, UsageError
 from .firmware.nvm import PowerLoss
 
 __all__ = [
@@ -28,6 +31,7 @@ __all__ = [
     "FaultInjector",
     "FaultyTransport",
     "open_port",
+    "check_port",
     "FORBIDDEN_BAUD",
 ]
 
@@ -52,6 +56,73 @@ class Transport(Protocol):
     def close(self) -> None: ...
 
 
+PORT_FORMS = "a serial device (/dev/ttyACM0, /dev/pts/7, COM3) or a pyserial URL (socket://host:port)"
+
+
+def check_port(url: str) -> None:
+    """Refuse, before anything is opened, a port that cannot be one (docs/protocol.md, "Ports").
+
+    Raises
+    ------
+    NoSuchPort
+        No port given, or nothing at that path.
+    NotASerialPort
+        A path that exists but is a regular file, a directory, a FIFO, a socket or a block device.
+    UsageError
+        A malformed ``eicalfault://`` URL.
+    """
+    if not isinstance(url, str) or not url.strip():
+        raise NoSuchPort(f"no port given; expected {PORT_FORMS}")
+    if "://" in url:
+        if url.split("://", 1)[0].lower() == "eicalfault":
+            from .urlhandler.protocol_eicalfault import parse_url
+
+            try:
+                inner, _, _ = parse_url(url)
+            except ValueError as e:
+                raise UsageError(f"invalid port {url!r}: {e}") from None
+            check_port(inner)
+        return  # other URL schemes: pyserial knows them and says what is wrong at open
+    if os.name != "posix":
+        return  # COM ports are not files: pyserial's open says whether one is there
+    try:
+        st = os.stat(url)
+    except FileNotFoundError:
+        raise NoSuchPort(f"no such port: {url}") from None
+    except (OSError, ValueError) as e:  # ValueError: a NUL byte in the path
+        raise NoSuchPort(f"no such port: {url!r} ({getattr(e, 'strerror', None) or e})") from None
+    if stat.S_ISCHR(st.st_mode):
+        return  # a character device: whether it is a terminal shows at open (/dev/null is not)
+    what = ("a directory" if stat.S_ISDIR(st.st_mode) else "a regular file" if stat.S_ISREG(st.st_mode)
+            else "a FIFO" if stat.S_ISFIFO(st.st_mode) else "a socket" if stat.S_ISSOCK(st.st_mode)
+            else "a block device" if stat.S_ISBLK(st.st_mode) else "not a character device")
+    raise NotASerialPort(f"not a serial port: {url} is {what}; expected {PORT_FORMS}")
+
+
+def _open_failure(url: str, e: BaseException) -> PortError:
+    """The PortError for a port that exists but would not open (pyserial's exception, classified)."""
+    code = getattr(e, "errno", None)
+    text = str(e)
+    if code is None:
+        for c in (errno.ENOTTY, errno.EAGAIN, errno.EWOULDBLOCK, errno.EBUSY, errno.ENOENT, errno.ENXIO,
+                  errno.ENODEV, errno.EACCES, errno.ECONNREFUSED):
+            if f"({c}," in text or f"[Errno {c}]" in text:
+                code = c
+                break
+    if code == errno.ENOTTY:
+        return NotASerialPort(f"not a serial port: {url} is not a terminal device; expected {PORT_FORMS}")
+    if code in (errno.EAGAIN, errno.EWOULDBLOCK, errno.EBUSY) or "exclusively lock" in text:
+        return PortBusy(f"port {url} is busy: another program has it open (close it, or find it with "
+                        f"`fuser {url}`)")
+    if code in (errno.ENOENT, errno.ENXIO, errno.ENODEV):
+        return NoSuchPort(f"no such port: {url} (the device is not there)")
+    if code == errno.EACCES:
+        return PortError(f"cannot open {url}: permission denied (on Linux, is your user in the dialout group?)")
+    if code == errno.ECONNREFUSED:
+        return NoSuchPort(f"no such port: nothing accepts connections at {url}")
+    return PortError(f"cannot open {url}: {text}".replace("\n", " "))
+
+
 def open_port(url: str, *, baudrate: int = 115200, write_timeout: float = 2.0, dtr: bool = False,
               rts: bool = False):
     """Open a pyserial port by URL, safely for dev boards.
@@ -65,8 +136,10 @@ def open_port(url: str, *, baudrate: int = 115200, write_timeout: float = 2.0, d
     ------
     UsageError
         For a forbidden baud rate or a malformed URL.
-    TransportError
-        When the port cannot be opened.
+    PortError
+        (a UsageError: exit 2) when the port cannot be opened: ``NoSuchPort``, ``NotASerialPort``, ``PortBusy``.
+        A port that was never opened is not a lost link; only a failure after opening is (``TransportError``,
+        then ``LinkLost`` in the client).
     """
     import serial
 
@@ -75,13 +148,14 @@ def open_port(url: str, *, baudrate: int = 115200, write_timeout: float = 2.0, d
                          "RP2040 into its bootloader")
     if baudrate <= 0:
         raise UsageError(f"not a valid baud rate: {baudrate!r}")
+    check_port(url)
     try:
         ser = serial.serial_for_url(url, do_not_open=True, baudrate=baudrate, timeout=0,
                                     write_timeout=write_timeout, exclusive=True)
     except ValueError as e:
         raise UsageError(f"invalid port {url!r}: {e}") from None
     except serial.SerialException as e:
-        raise TransportError(f"cannot open {url}: {e}") from None
+        raise _open_failure(url, e) from None
     try:
         ser.dtr = dtr
         ser.rts = rts
@@ -89,7 +163,7 @@ def open_port(url: str, *, baudrate: int = 115200, write_timeout: float = 2.0, d
     except ValueError as e:
         raise UsageError(f"invalid port {url!r}: {e}") from None
     except (serial.SerialException, OSError) as e:
-        raise TransportError(f"cannot open {url}: {e}") from None
+        raise _open_failure(url, e) from None
     return ser
 
 

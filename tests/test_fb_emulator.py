@@ -135,7 +135,9 @@ def test_foreign_table_refused_with_exit_3_before_anything_is_written(tmp_path):
 
 @pytest.mark.parametrize("args, code, text", [
     (["flash", "/nonexistent/table.json", "--port", "loop://"], 2, "cannot read"),
-    (["info", "--port", "/dev/nonexistent-port"], 4, "cannot reach the board"),
+    (["info", "--port", "/dev/nonexistent-port"], 2, "no such port"),
+    (["info", "--port", ""], 2, "no port given"),
+    (["info", "--port", "/dev/null"], 2, "not a serial port"),
     (["info", "--port", "loop://", "--baud", "1200"], 2, "1200 baud"),
     (["info", "--port", "eicalfault://?ber=0.1"], 2, "invalid port"),
     (["info", "--port", "loop://"], 4, "looped back"),
