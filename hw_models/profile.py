@@ -22,11 +22,35 @@ from typing import Any, Callable, Mapping, Optional, Union
 
 import yaml
 
+from .files import decode_utf8, read_limited, value_problem
+
 __all__ = ["ProfileError", "Profile", "load_profile", "list_profiles", "profile_dirs", "SCHEMA"]
 
 
 class ProfileError(ValueError):
     """A profile file is missing, unreadable or invalid. ``str(err)`` is one line: file, key path, expectation."""
+
+    def __init__(self, message: str):
+        # One line whatever the file's keys or path contain (a key with a newline in it must not break it).
+        super().__init__(_one_line(message))
+
+
+def _one_line(text: str) -> str:
+    return text.replace("\r", "\\r").replace("\n", "\\n")
+
+
+def _short(v: Any, limit: int = 80) -> str:
+    """``repr(v)`` cut to ``limit`` characters: error lines stay short whatever a file holds."""
+    r = repr(v)
+    return r if len(r) <= limit else r[:limit - 5] + " ...]" if r[:1] in "[{(" else r[:limit - 4] + " ..."
+
+
+def _as_float(v: Any) -> float:
+    """``float(v)``; NaN for an integer too large for a float (so that the range check refuses it)."""
+    try:
+        return float(v)
+    except OverflowError:
+        return float("nan")
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -202,7 +226,7 @@ def _in_range(leaf: Leaf, v: float) -> bool:
 
 def _check_leaf(leaf: Leaf, v: Any, where: str, path: str) -> Any:
     def fail() -> ProfileError:
-        return ProfileError(f"{where}: {path}: expected {leaf.expected()}, got {v!r}")
+        return ProfileError(f"{where}: {path}: expected {leaf.expected()}, got {_short(v)}")
 
     if leaf.kind == "levels":
         if not isinstance(v, dict):
@@ -211,34 +235,35 @@ def _check_leaf(leaf: Leaf, v: Any, where: str, path: str) -> Any:
         for k, x in v.items():
             if k not in out:
                 raise ProfileError(f"{where}: {path}.{k}: unknown key; expected one of chip, core, neuron")
-            if not _type_ok(num(), x) or not _in_range(leaf, float(x)):
-                raise ProfileError(f"{where}: {path}.{k}: expected a number in [0, {leaf.hi:g}], got {x!r}")
+            if not _type_ok(num(), x) or not _in_range(leaf, _as_float(x)):
+                raise ProfileError(f"{where}: {path}.{k}: expected a number in [0, {leaf.hi:g}], got {_short(x)}")
             out[k] = float(x)
         return out
     if leaf.kind == "list_number":
         if not isinstance(v, list) or not v:
             raise fail()
         for i, x in enumerate(v):
-            if not _type_ok(num(), x) or not _in_range(leaf, float(x)):
-                raise ProfileError(f"{where}: {path}[{i}]: expected {leaf.expected()[len('a list of '):]}, got {x!r}")
+            if not _type_ok(num(), x) or not _in_range(leaf, _as_float(x)):
+                raise ProfileError(f"{where}: {path}[{i}]: expected {leaf.expected()[len('a list of '):]}, "
+                                   f"got {_short(x)}")
         return [float(x) for x in v]
     if not _type_ok(leaf, v):
         raise fail()
     if leaf.kind == "choice" and v not in leaf.choices:
         raise fail()
-    if leaf.kind in ("number", "int") and not _in_range(leaf, float(v)):
+    if leaf.kind in ("number", "int") and not _in_range(leaf, _as_float(v)):
         raise fail()
     return float(v) if leaf.kind == "number" else v
 
 
 def _check_node(node: Node, data: Any, where: str, path: str, root: dict) -> dict:
     if not isinstance(data, dict):
-        raise ProfileError(f"{where}: {path or '<top>'}: expected a mapping, got {data!r}")
+        raise ProfileError(f"{where}: {path or '<top>'}: expected a mapping, got {_short(data)}")
     out: dict = {}
     for key in data:
         if key not in node.children:
             near = ", ".join(sorted(node.children))
-            raise ProfileError(f"{where}: {path + '.' if path else ''}{key}: unknown key; expected one of {near}")
+            raise ProfileError(f"{where}: {path + '.' if path else ''}{_key(key)}: unknown key; expected one of {near}")
     for key, spec in node.children.items():
         sub = f"{path}.{key}" if path else key
         if callable(spec) and not isinstance(spec, (Leaf, Node)):
@@ -260,6 +285,11 @@ def _check_node(node: Node, data: Any, where: str, path: str, root: dict) -> dic
         else:
             out[key] = _check_node(spec, data[key], where, sub, root)
     return out
+
+
+def _key(key: Any) -> str:
+    """A key as it appears in an error line: strings as written, anything else (a number, a date) as repr."""
+    return _short(key, 60)[1:-1] if isinstance(key, str) and len(repr(key)) <= 60 else _short(key, 60)
 
 
 def _all_default(node: Node) -> bool:
@@ -403,27 +433,110 @@ def list_profiles() -> dict[str, Path]:
     return found
 
 
+# Loading files. A profile is a few KiB of YAML; anything far bigger, or YAML that expands into far more nodes than a
+# profile has (an alias bomb), is refused before it can cost time or memory (docs/profiles.md, "Files").
+PROFILE_MAX_BYTES = 256 * 1024
+PROFILE_MAX_NODES = 10_000  # after alias expansion; the largest shipped profile has about 200
+PROFILE_MAX_DEPTH = 32
+
+
+class _LimitError(yaml.YAMLError):
+    def __init__(self, problem: str, mark: Any):
+        super().__init__(problem)
+        self.problem = problem
+        self.problem_mark = mark
+
+
+class _BoundedLoader(yaml.SafeLoader):
+    """``yaml.SafeLoader`` that counts what the document expands to while composing it, before any Python object
+    is built: more than ``PROFILE_MAX_NODES`` nodes once aliases are expanded, nesting deeper than
+    ``PROFILE_MAX_DEPTH``, or an alias to a node that contains it (a cycle) is refused at once. Aliases are
+    otherwise allowed: sharing one block of mismatch levels between keys is fair use."""
+
+    def __init__(self, stream: str):
+        super().__init__(stream)
+        self._depth = 0
+
+    def compose_node(self, parent: Any, index: Any) -> Any:
+        is_alias = self.check_event(yaml.AliasEvent)
+        mark = self.peek_event().start_mark
+        self._depth += 1
+        if self._depth > PROFILE_MAX_DEPTH:
+            raise _LimitError(f"nested deeper than {PROFILE_MAX_DEPTH} levels", mark)
+        try:
+            node = super().compose_node(parent, index)
+        finally:
+            self._depth -= 1
+        size = getattr(node, "_eical_size", None)
+        if is_alias:
+            if size is None:
+                raise _LimitError("an alias refers to a node that contains it (a cycle)", mark)
+            return node
+        if isinstance(node, yaml.SequenceNode):
+            size = 1 + sum(self._size(c, mark) for c in node.value)
+        elif isinstance(node, yaml.MappingNode):
+            size = 1 + sum(self._size(k, mark) + self._size(v, mark) for k, v in node.value)
+        else:
+            size = 1
+        if size > PROFILE_MAX_NODES:
+            raise _LimitError(f"the document expands to more than {PROFILE_MAX_NODES} nodes (YAML aliases "
+                              "repeating a block: an alias bomb?); a profile has a few hundred", mark)
+        node._eical_size = size
+        return node
+
+    @staticmethod
+    def _size(node: Any, mark: Any) -> int:
+        size = getattr(node, "_eical_size", None)
+        if size is None:
+            raise _LimitError("an alias refers to a node that contains it (a cycle)", mark)
+        return size
+
+
+def _yaml_problem(e: BaseException) -> str:
+    """``" at line L, column C: problem"`` from a PyYAML error, on one line (their str() spans several)."""
+    if isinstance(e, yaml.reader.ReaderError):
+        if isinstance(e.character, int):
+            return f" at position {e.position}: unacceptable character #x{e.character:04x}: {e.reason}"
+        return f" at position {e.position}: {e.reason}"
+    mark = getattr(e, "problem_mark", None) or getattr(e, "context_mark", None)
+    where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+    parts = [t for t in (getattr(e, "context", None), getattr(e, "problem", None)) if t]
+    return f"{where}: {', '.join(parts) or type(e).__name__}"
+
+
 def load_profile(name_or_path: Union[str, os.PathLike, Profile]) -> Profile:
-    """Load and validate a profile by name (``"bss2"``) or by path. Raises ProfileError with one clear line."""
+    """Load and validate a profile by name (``"bss2"``) or by path. Raises ProfileError with one clear line.
+
+    Any file gives a Profile or one ProfileError line naming it, in bounded time and memory: at most
+    ``PROFILE_MAX_BYTES`` are read, the text must be UTF-8, and YAML that would expand to more than
+    ``PROFILE_MAX_NODES`` nodes or nest deeper than ``PROFILE_MAX_DEPTH`` is refused while it is parsed.
+    """
     if isinstance(name_or_path, Profile):
         return name_or_path
     s = str(name_or_path)
     path = Path(s)
-    if not (s.endswith((".yaml", ".yml")) or os.sep in s or path.is_file()):
+    if not (s.endswith((".yaml", ".yml")) or os.sep in s or _is_file(path)):
         known = list_profiles()
         if s not in known:
             raise ProfileError(f"{s}: no such profile; known profiles: {', '.join(sorted(known)) or 'none'}")
         path = known[s]
+    what = "a YAML device profile"
+    text = decode_utf8(path, read_limited(path, PROFILE_MAX_BYTES, what, ProfileError), what, ProfileError)
     try:
-        text = path.read_text()
-    except OSError as e:
-        raise ProfileError(f"{path}: cannot read: {e.strerror or e}") from None
-    try:
-        data = yaml.safe_load(text)
+        data = yaml.load(text, Loader=_BoundedLoader)  # noqa: S506 - a SafeLoader with limits
+    except _LimitError as e:
+        raise ProfileError(f"{path}: refused{_yaml_problem(e)}") from None
     except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None)
-        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        raise ProfileError(f"{path}: not valid YAML{where}: {getattr(e, 'problem', e)}") from None
+        raise ProfileError(f"{path}: not valid YAML{_yaml_problem(e)}") from None
+    except (ValueError, RecursionError) as e:  # e.g. an integer of more digits than Python converts
+        raise ProfileError(f"{path}: not a usable YAML profile: {value_problem(e)}") from None
     if data is None:
         raise ProfileError(f"{path}: <top>: empty file; expected a mapping")
     return Profile(data, source=str(path))
+
+
+def _is_file(path: Path) -> bool:
+    try:
+        return path.is_file()
+    except (OSError, ValueError):
+        return False

@@ -28,15 +28,26 @@ from typing import Any, Mapping, Optional
 import numpy as np
 
 from .device import DeviceIdentity, KnobSpec
+from .files import decode_utf8, read_limited, value_problem
 
-__all__ = ["GainTable", "KnobTable", "TableError", "IdentityMismatch", "SCHEMA_NAME", "SCHEMA_VERSION"]
+__all__ = ["GainTable", "KnobTable", "TableError", "IdentityMismatch", "SCHEMA_NAME", "SCHEMA_VERSION",
+           "TABLE_MAX_BYTES"]
 
 SCHEMA_NAME = "eical-gain-table"
 SCHEMA_VERSION = 1
 
 
 class TableError(ValueError):
-    """A gain table file is unreadable or malformed, or does not fit the chip it is applied to."""
+    """A gain table file is unreadable or malformed, or does not fit the chip it is applied to. ``str(err)`` is
+    one line (naming the file when there is one), whatever the file holds."""
+
+    def __init__(self, message: str):
+        super().__init__(message.replace("\r", "\\r").replace("\n", "\\n"))
+
+
+# A table is a few KiB to a few MiB of JSON (two knobs of a million-neuron chip: about 8 MiB); a bigger file is
+# refused before it is read (docs/profiles.md, "Files").
+TABLE_MAX_BYTES = 16 * 1024 * 1024
 
 
 class IdentityMismatch(TableError):
@@ -124,14 +135,14 @@ class GainTable:
     @classmethod
     def from_dict(cls, d: Any, where: str = "<dict>") -> "GainTable":
         def fail(path: str, expected: str, got: Any) -> TableError:
-            return TableError(f"{where}: {path}: expected {expected}, got {got!r}")
+            return TableError(f"{where}: {path}: expected {expected}, got {_short(got)}")
 
         if not isinstance(d, dict):
             raise fail("<top>", "a JSON object", type(d).__name__)
         allowed = {"schema", "chip", "knobs", "targets", "metrics", "controller", "created", "eical_version"}
         for k in d:
             if k not in allowed:
-                raise TableError(f"{where}: {k}: unknown key; expected one of {', '.join(sorted(allowed))}")
+                raise TableError(f"{where}: {_short(k, 60)}: unknown key; expected one of {', '.join(sorted(allowed))}")
         sch = d.get("schema")
         if not isinstance(sch, dict) or sch.get("name") != SCHEMA_NAME:
             raise fail("schema.name", repr(SCHEMA_NAME), (sch or {}).get("name") if isinstance(sch, dict) else sch)
@@ -175,15 +186,19 @@ class GainTable:
 
     @classmethod
     def load(cls, path) -> "GainTable":
+        """Read and validate ``table.json``. Any file gives a table or one ``TableError`` line naming it, in
+        bounded time and memory: at most ``TABLE_MAX_BYTES`` are read, and the text must be UTF-8 JSON."""
         p = Path(path)
-        try:
-            text = p.read_text()
-        except OSError as e:
-            raise TableError(f"{p}: cannot read: {e.strerror or e}") from None
+        what = "a gain table (table.json)"
+        text = decode_utf8(p, read_limited(p, TABLE_MAX_BYTES, what, TableError), what, TableError)
         try:
             d = json.loads(text)
         except json.JSONDecodeError as e:
             raise TableError(f"{p}: not valid JSON at line {e.lineno}, column {e.colno}: {e.msg}") from None
+        except RecursionError:
+            raise TableError(f"{p}: not a gain table: JSON nested too deeply") from None
+        except ValueError as e:  # e.g. an integer of more digits than Python converts
+            raise TableError(f"{p}: not a usable gain table: {value_problem(e)}") from None
         return cls.from_dict(d, where=str(p))
 
     # -- checks against a chip --------------------------------------------------------------------------------
@@ -205,6 +220,12 @@ class GainTable:
             if kt.sharing != spec.sharing or kt.bits != spec.bits or len(kt.codes) != spec.n_groups:
                 raise TableError(f"knob {k!r}: table has {len(kt.codes)} {kt.bits}-bit codes per {kt.sharing}, "
                                  f"chip has {spec.n_groups} {spec.bits}-bit codes per {spec.sharing}")
+
+
+def _short(v: Any, limit: int = 80) -> str:
+    """``repr(v)`` cut to ``limit`` characters: error lines stay short whatever a file holds."""
+    r = repr(v)
+    return r if len(r) <= limit else r[:limit - 4] + " ..."
 
 
 def json_default(o: Any) -> Any:
