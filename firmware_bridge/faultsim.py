@@ -27,7 +27,8 @@ After the faults the board is power-cycled until a boot completes (it "settles")
 flash is re-run once more and must leave the new table, across another reboot ("a re-run finishes the job").
 
 ``every_single``, ``every_pair`` and ``random_campaign`` run the three test plans of issue 14 and return
-``CampaignStats``; ``tests/test_fb_multifault.py`` asserts on them and ``benchmarks/bench_faults.py`` prints them.
+``CampaignStats``; ``noisy_flash`` flashes over a link that damages frames (``transport.FaultInjector``: bit
+errors, lost bytes, truncated and duplicated frames, garbage between frames) on a simulated clock; ``tests/test_fb_multifault.py`` asserts on them and ``benchmarks/bench_faults.py`` prints them.
 Which firmware runs is a parameter (a ``Board`` class): the tests pass deliberately broken ones too
 (``tests/fault_controls.py``), to show that these plans do catch a broken commit.
 """
@@ -39,18 +40,19 @@ from dataclasses import dataclass, field
 from typing import Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 
 from .client import BoardClient
-from .errors import BridgeError
+from .errors import BridgeError, LinkLost
 from .firmware import nvm
 from .firmware.board import Board
 from .firmware.testchip import TestChip
 from .flash import TableImage, flash_table
 from .protocol import ClientConnection, cobs_codec
-from .transport import BoardTransport
+from .transport import ALL_FAULTS, BoardTransport, FaultyTransport
 
 __all__ = [
     "CUT_TORN", "CUT_AFTER", "FAIL", "LOST", "CUTS", "ALL_KINDS", "OUTCOMES",
     "FaultyFlash", "Scenario", "make_scenario", "standard_scenarios", "TrialResult", "CampaignStats",
     "run_trial", "count_ops", "every_single", "every_pair", "random_plan", "random_campaign",
+    "NoiseResult", "noisy_flash", "noise_board",
 ]
 
 CUT_TORN = "cut-torn"
@@ -475,3 +477,80 @@ def random_campaign(scenarios: Sequence[Scenario], trials: int, *, faults: Seque
 def _seed(*parts) -> int:
     """A seed from a tuple of parts, the same in every process (str hashing is randomised; Random(str) is not)."""
     return random.Random(":".join(str(p) for p in parts)).getrandbits(64)
+
+
+# -- the link under noise ---------------------------------------------------------------------------------------------
+
+
+@dataclass
+class NoiseResult:
+    """One flash over a noisy link.
+
+    Attributes
+    ----------
+    outcome
+        ``flashed`` (the board runs the new table and the host read it back), ``gave up, old table`` (the board
+        runs the complete old table), ``gave up, new table`` (the commit went through, the read-back was cut) or
+        ``wrong`` (anything else: what the tests must never see).
+    exit_code, line
+        The error's exit code and one line (0 and "" when flashed).
+    line_names_table
+        The error line names the table the board really runs.
+    """
+
+    outcome: str
+    exit_code: int
+    line: str
+    line_names_table: bool
+    resends: int
+    timeouts: int
+    attempts: int
+    requests: int
+    sim_seconds: float
+    faults: Dict[str, int]
+    rerun_ok: bool
+
+
+def noise_board(n_neurons: int = 4096, uid: str = "noisy-0001", bank_size: int = 32 * 1024):
+    """(flash, make_board, image(value)) for a test-chip board holding table 1 (8 KiB at 4096 neurons)."""
+    chip = TestChip(n_neurons, uid)
+    sha = chip.info()["profile_sha256"]
+    mem = nvm.RamFlash(nvm.flash_size(bank_size))
+    codec = cobs_codec()
+    make = lambda: Board(chip, mem, bank_size=bank_size, encode=codec[0], decode=codec[1])  # noqa: E731
+
+    def image(value: int) -> TableImage:
+        return TableImage.from_codes(uid, sha, {"gain_e": [(value + i) % 256 for i in range(n_neurons)],
+                                                "gain_i": [(3 * value + i // 5) % 256 for i in range(n_neurons)]})
+
+    flash_table(BoardClient(BoardTransport(make)), image(1))
+    return mem, make, image
+
+
+def noisy_flash(rate: float, seed: int, *, kinds: Sequence[str] = ALL_FAULTS, n_neurons: int = 4096) -> NoiseResult:
+    """Flash table 2 over a link damaged at byte error rate ``rate`` (both directions, seeded) on a simulated
+    clock; then look at what the board runs, and re-run the flash on a clean link (it must finish the job)."""
+    mem, make, image = noise_board(n_neurons)
+    inner = BoardTransport(make)
+    link = FaultyTransport(inner, rate, seed, kinds)
+    client = BoardClient(link)
+    client.conn = ClientConnection(first_seq=seed)
+    code, line = 0, ""
+    try:
+        flash_table(client, image(2))
+    except BridgeError as e:
+        code, line = e.exit_code, e.line()
+    gen = make().store.active["gen"]
+    if code == 0:
+        outcome, names = ("flashed" if gen == 2 else "wrong"), True
+    else:
+        outcome = {1: "gave up, old table", 2: "gave up, new table"}.get(gen, "wrong")
+        names = f"gen {gen} " in line or (gen == 1 and "nothing was written" in line)
+    rerun = flash_table(BoardClient(BoardTransport(make)), image(2))
+    st = client.stats
+    faults = {k: link.tx.by_kind[k] + link.rx.by_kind[k] for k in link.tx.by_kind}
+    return NoiseResult(outcome=outcome, exit_code=code, line=line, line_names_table=names,
+                       resends=st.resends_nak + st.resends_damaged + st.timeouts, timeouts=st.timeouts,
+                       attempts=st.attempts, requests=st.requests, sim_seconds=inner.now, faults=faults,
+                       rerun_ok=rerun.outcome in ("flashed", "up-to-date") and make().store.active["gen"] == 2)
+

@@ -231,7 +231,7 @@ def flash_table(client: BoardClient, image: TableImage, *, dry_run: bool = False
     try:
         hello = client.hello()
     except LinkLost as e:
-        e.board_table = e.board_table or "an unknown table (the board did not answer HELLO)"
+        e.board_table = e.board_table or "an unknown table (the board did not answer HELLO; nothing was written)"
         raise
     emit("hello", 0, 0)
     image.check_against(hello)

@@ -3,6 +3,7 @@
 ``EmulatorProcess`` starts ``python -m firmware_bridge board-emulator ...``, waits (with a deadline, no sleeps)
 for the pty path it prints, and can ``kill()`` it with SIGKILL, as a power cut or a yanked cable would.
 ``memory_client`` joins a ``BoardClient`` to a firmware ``Board`` in this process on a simulated clock.
+``pty_noisy_flash`` flashes a board emulator through the fault-injecting ``eicalfault://`` URL (real time).
 """
 from __future__ import annotations
 
@@ -13,12 +14,13 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Callable, Optional, Sequence
+from dataclasses import dataclass
+from typing import Callable, Dict, Optional, Sequence
 
 from .client import BoardClient, Timing
 from .transport import BoardTransport, FaultyTransport
 
-__all__ = ["EmulatorProcess", "memory_client", "REPO_ROOT"]
+__all__ = ["EmulatorProcess", "memory_client", "pty_noisy_flash", "PtyNoiseResult", "REPO_ROOT"]
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
@@ -107,3 +109,80 @@ def memory_client(make_board: Callable[[], object], *, rate: float = 0.0, seed: 
     """A client talking to a Board in this process (simulated clock), through a fault injector if ``rate``."""
     t = BoardTransport(make_board)
     return BoardClient(FaultyTransport(t, rate, seed) if rate else t, timing=timing)
+
+
+@dataclass
+class PtyNoiseResult:
+    """One flash through ``eicalfault://`` to a board emulator (see ``faultsim.NoiseResult`` for ``outcome``)."""
+
+    outcome: str
+    exit_code: int
+    line: str
+    table_bytes: int
+    wall_s: float
+    host_cpu_s: float
+    resends: int
+    timeouts: int
+    attempts: int
+    requests: int
+    faults: Dict[str, int]
+    rerun_ok: bool
+
+
+def pty_noisy_flash(workdir: Path, rate: float, seed: int, *, faults: str = "all", n_neurons: int = 4096,
+                    uid: str = "noisy-pty-0001") -> PtyNoiseResult:
+    """A board emulator (test chip, NVM in ``workdir``) with table 1, flashed with table 2 through
+    ``eicalfault://PTY?ber=rate&seed=seed&faults=faults``; then a clean link checks what the board runs (HELLO and
+    a byte-for-byte read of the active table) and re-runs the flash."""
+    from .errors import BridgeError
+    from .firmware import nvm as _nvm
+    from .firmware.testchip import TestChip
+    from .flash import TableImage, flash_table
+    from .transport import SerialTransport
+
+    sha = TestChip(n_neurons, uid).info()["profile_sha256"]
+
+    def image(value: int) -> TableImage:
+        return TableImage.from_codes(uid, sha, {"gain_e": [(value + i) % 256 for i in range(n_neurons)],
+                                                "gain_i": [(3 * value + i // 5) % 256 for i in range(n_neurons)]})
+
+    def clean(path: str) -> BoardClient:
+        return BoardClient(SerialTransport.open(path))
+
+    nvm_file = Path(workdir) / f"noise-{rate:g}-{seed}.nvm"
+    with EmulatorProcess(["--test-chip", str(n_neurons), "--uid", uid], nvm=nvm_file) as emu:
+        c = clean(emu.path)
+        flash_table(c, image(1))
+        c.close()
+        noisy = BoardClient(SerialTransport.open(f"eicalfault://{emu.path}?ber={rate}&seed={seed}&faults={faults}"))
+        code, line, size = 0, "", 0
+        t, cpu = time.perf_counter(), time.process_time()
+        try:
+            size = flash_table(noisy, image(2)).table_bytes
+        except BridgeError as e:
+            code, line = e.exit_code, e.line()
+        wall, cpu = time.perf_counter() - t, time.process_time() - cpu
+        ser = noisy.transport.ser
+        kinds = {k: ser._tx.by_kind[k] + ser._rx.by_kind[k] for k in ser._tx.by_kind}
+        st = noisy.stats
+        noisy.close()
+        c = clean(emu.path)
+        h = c.hello()
+        _, gen, crc, data = c.read_table()
+        whole = _nvm.crc32(data) == crc == h.table_crc
+        want = {1: image(1), 2: image(2)}.get(gen)
+        exact = want is not None and data == want.payload(h)
+        if not (whole and exact):
+            outcome = "wrong"
+        elif code == 0:
+            outcome = "flashed" if gen == 2 else "wrong"
+        else:
+            outcome = "gave up, old table" if gen == 1 else "gave up, new table"
+        size = size or len(image(2).payload(h))
+        rerun = flash_table(c, image(2))
+        rerun_ok = rerun.outcome in ("flashed", "up-to-date") and c.hello().generation == 2
+        c.close()
+    return PtyNoiseResult(outcome=outcome, exit_code=code, line=line, table_bytes=size, wall_s=wall,
+                          host_cpu_s=cpu, resends=st.resends_nak + st.resends_damaged + st.timeouts,
+                          timeouts=st.timeouts, attempts=st.attempts, requests=st.requests, faults=kinds,
+                          rerun_ok=rerun_ok)

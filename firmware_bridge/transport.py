@@ -30,6 +30,10 @@ __all__ = [
     "BoardTransport",
     "FaultInjector",
     "FaultyTransport",
+    "BYTE_FAULTS",
+    "FRAME_FAULTS",
+    "ALL_FAULTS",
+    "parse_faults",
     "open_port",
     "check_port",
     "FORBIDDEN_BAUD",
@@ -272,20 +276,48 @@ class BoardTransport:
         pass
 
 
+BYTE_FAULTS = ("drop", "flip", "insert")
+FRAME_FAULTS = ("truncate", "duplicate", "garbage")
+ALL_FAULTS = BYTE_FAULTS + FRAME_FAULTS
+
+
+def parse_faults(spec) -> tuple:
+    """Fault kinds from ``"all"``, ``"bytes"``, ``"frames"`` or a comma-separated list of ``ALL_FAULTS``."""
+    if isinstance(spec, (tuple, list)):
+        kinds = tuple(spec)
+    else:
+        named = {"all": ALL_FAULTS, "bytes": BYTE_FAULTS, "frames": FRAME_FAULTS}
+        kinds = named.get(spec) or tuple(k.strip() for k in str(spec).split(",") if k.strip())
+    bad = [k for k in kinds if k not in ALL_FAULTS]
+    if not kinds or bad:
+        raise ValueError(f"unknown fault kind {bad[0]!r}" if bad else "no fault kinds given"
+                         f"; expected all, bytes, frames or a list of {', '.join(ALL_FAULTS)}")
+    return kinds
+
+
 class FaultInjector:
     """Damage a byte stream at a given byte error rate, reproducibly.
 
-    Each byte independently suffers a fault with probability ``rate``: it is dropped, one of its bits is flipped,
-    or a random byte is inserted before it (equally likely). Gaps between faults are drawn geometrically, so the
-    cost does not grow with the rate's inverse.
+    Each byte independently starts a fault with probability ``rate``; the fault's kind is drawn evenly from
+    ``kinds``:
+
+    - ``drop``: the byte is lost; ``flip``: one of its bits is flipped; ``insert``: a random byte comes before it;
+    - ``truncate``: the byte and the rest of this write (a frame, on the host side) are lost;
+    - ``duplicate``: the whole write arrives twice (the second copy undamaged), as from a bridge that resends;
+    - ``garbage``: a burst of 1-32 random bytes arrives before this write, i.e. between two frames.
+
+    Gaps between faults are drawn geometrically, so the cost does not grow with the rate's inverse. ``by_kind``
+    counts the faults of each kind.
     """
 
-    def __init__(self, rate: float, seed: int):
+    def __init__(self, rate: float, seed: int, kinds=BYTE_FAULTS):
         if not 0.0 <= rate < 1.0:
             raise ValueError(f"byte error rate must lie in [0, 1), got {rate!r}")
         self.rate = rate
+        self.kinds = parse_faults(kinds)
         self.rng = random.Random(seed)
         self.faults = 0
+        self.by_kind = {k: 0 for k in self.kinds}
         self._gap = self._draw()
 
     def _draw(self) -> float:
@@ -299,34 +331,47 @@ class FaultInjector:
             self._gap -= len(data)
             return data
         out = bytearray()
+        before = bytearray()
+        repeat = False
         pos = 0
         n = len(data)
         while self._gap < n - pos:
             at = pos + int(self._gap)
             out += data[pos:at]
-            kind = self.rng.randrange(3)
-            if kind == 0:  # drop
-                pass
-            elif kind == 1:  # flip one bit
-                out.append(data[at] ^ (1 << self.rng.randrange(8)))
-            else:  # insert a random byte before it
-                out.append(self.rng.randrange(256))
-                out.append(data[at])
+            kind = self.kinds[self.rng.randrange(len(self.kinds))]
             self.faults += 1
+            self.by_kind[kind] += 1
             pos = at + 1
             self._gap = self._draw()
-        self._gap -= n - pos
-        out += data[pos:]
-        return bytes(out)
+            if kind == "drop":
+                pass
+            elif kind == "flip":
+                out.append(data[at] ^ (1 << self.rng.randrange(8)))
+            elif kind == "insert":
+                out.append(self.rng.randrange(256))
+                out.append(data[at])
+            elif kind == "truncate":
+                pos = n  # the rest of this write never arrives
+                break
+            elif kind == "duplicate":
+                out.append(data[at])
+                repeat = True
+            else:  # garbage between frames
+                before += bytes(self.rng.randrange(256) for _ in range(1 + self.rng.randrange(32)))
+                out.append(data[at])
+        else:
+            self._gap -= n - pos
+            out += data[pos:]
+        return bytes(before + out + (data if repeat else b""))
 
 
 class FaultyTransport:
     """Wrap a transport so that both directions pass through a FaultInjector (seeds ``2*seed`` and ``2*seed+1``)."""
 
-    def __init__(self, inner, rate: float, seed: int):
+    def __init__(self, inner, rate: float, seed: int, kinds=BYTE_FAULTS):
         self.inner = inner
-        self.tx = FaultInjector(rate, 2 * seed)
-        self.rx = FaultInjector(rate, 2 * seed + 1)
+        self.tx = FaultInjector(rate, 2 * seed, kinds)
+        self.rx = FaultInjector(rate, 2 * seed + 1, kinds)
 
     @property
     def baudrate(self) -> Optional[int]:
