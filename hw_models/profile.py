@@ -449,17 +449,28 @@ class _LimitError(yaml.YAMLError):
 
 class _BoundedLoader(yaml.SafeLoader):
     """``yaml.SafeLoader`` that counts what the document expands to while composing it, before any Python object
-    is built: more than ``PROFILE_MAX_NODES`` nodes once aliases are expanded, nesting deeper than
-    ``PROFILE_MAX_DEPTH``, or an alias to a node that contains it (a cycle) is refused at once. Aliases are
-    otherwise allowed: sharing one block of mismatch levels between keys is fair use."""
+    is built. The expanded size is the number of nodes composed plus, for each alias, the size of the node it
+    repeats; it only grows, so the document is refused as soon as it passes ``PROFILE_MAX_NODES`` (an alias bomb
+    after a few dozen aliases, a long list after that many items), and also for nesting deeper than
+    ``PROFILE_MAX_DEPTH`` or an alias to a node that contains it (a cycle). Aliases are otherwise allowed:
+    sharing one block of mismatch levels between keys is fair use."""
 
     def __init__(self, stream: str):
         super().__init__(stream)
         self._depth = 0
+        self._expanded = 0
+
+    def _count(self, n: int, mark: Any) -> None:
+        self._expanded += n
+        if self._expanded > PROFILE_MAX_NODES:
+            raise _LimitError(f"the document expands to more than {PROFILE_MAX_NODES} nodes (YAML aliases "
+                              "repeating a block: an alias bomb?); a profile has a few hundred", mark)
 
     def compose_node(self, parent: Any, index: Any) -> Any:
         is_alias = self.check_event(yaml.AliasEvent)
         mark = self.peek_event().start_mark
+        if not is_alias:
+            self._count(1, mark)
         self._depth += 1
         if self._depth > PROFILE_MAX_DEPTH:
             raise _LimitError(f"nested deeper than {PROFILE_MAX_DEPTH} levels", mark)
@@ -467,27 +478,21 @@ class _BoundedLoader(yaml.SafeLoader):
             node = super().compose_node(parent, index)
         finally:
             self._depth -= 1
-        size = getattr(node, "_eical_size", None)
         if is_alias:
-            if size is None:
-                raise _LimitError("an alias refers to a node that contains it (a cycle)", mark)
+            self._count(self._size(node, mark), mark)
             return node
         if isinstance(node, yaml.SequenceNode):
-            size = 1 + sum(self._size(c, mark) for c in node.value)
+            node._eical_size = 1 + sum(self._size(c, mark) for c in node.value)
         elif isinstance(node, yaml.MappingNode):
-            size = 1 + sum(self._size(k, mark) + self._size(v, mark) for k, v in node.value)
+            node._eical_size = 1 + sum(self._size(k, mark) + self._size(v, mark) for k, v in node.value)
         else:
-            size = 1
-        if size > PROFILE_MAX_NODES:
-            raise _LimitError(f"the document expands to more than {PROFILE_MAX_NODES} nodes (YAML aliases "
-                              "repeating a block: an alias bomb?); a profile has a few hundred", mark)
-        node._eical_size = size
+            node._eical_size = 1
         return node
 
     @staticmethod
     def _size(node: Any, mark: Any) -> int:
         size = getattr(node, "_eical_size", None)
-        if size is None:
+        if size is None:  # still being composed: the alias is inside the node it names
             raise _LimitError("an alias refers to a node that contains it (a cycle)", mark)
         return size
 
