@@ -17,9 +17,15 @@
 #         end in the complete old table or the complete new one.
 # Rule 4 (RAM vs NVM): SET_CODES changes the codes in RAM only. At boot and at COMMIT the RAM codes become the
 #         active table's codes (the profile's reference code everywhere on an empty board).
+# Rule 5 (the on-board tracker, tracker.py): while it runs (state TRACKING) the chip is the tracker's: the board
+#         runs one tracker sub-window per ``tick()`` (its I/O loop calls it whenever no request is waiting) and
+#         writes the tracker's codes to RAM, never to the NVM. The host may ask (HELLO, READ_TABLE, TRACK_STATUS,
+#         TRACK_READ) and stop it; SET_CODES and MEASURE are refused (E_STATE). FLASH_BEGIN stops it first. A
+#         reset boots the flashed table with the tracker as the table says (its tracker section's ``boot``).
 #
 # States: IDLE (no flash session), OPEN (BEGIN done, data may be written), VERIFIED (the written payload's CRC
-# and format checked out; COMMIT allowed). A reset loses the session: the board boots IDLE.
+# and format checked out; COMMIT allowed), TRACKING (the on-board tracker runs). A reset loses the session: the
+# board boots IDLE, or TRACKING when the active table says so.
 #
 # MicroPython subset: no typing, dataclasses, f-strings, struct.Struct, numpy.
 
@@ -27,14 +33,16 @@ import binascii
 
 from . import messages as M
 from . import nvm
+from . import tracker as TR
 from . import wire as W
 
-FW_VERSION = (0, 1, 0)
+FW_VERSION = (0, 2, 0)
 
 IDLE = 0
 OPEN = 1
 VERIFIED = 2
-STATE_NAMES = {IDLE: "IDLE", OPEN: "OPEN", VERIFIED: "VERIFIED"}
+TRACKING = 3
+STATE_NAMES = {IDLE: "IDLE", OPEN: "OPEN", VERIFIED: "VERIFIED", TRACKING: "TRACKING"}
 
 # (state, request type) -> state after an OK reply. Missing: E_STATE.
 TRANSITIONS = {
@@ -68,6 +76,24 @@ TRANSITIONS = {
     # COMMIT in IDLE is only OK when it names the active table: a resent COMMIT whose reply was lost and whose
     # cache entry is gone (the host sent something in between). Anything else is E_STATE.
     (IDLE, W.T_FLASH_COMMIT): IDLE,
+    # The on-board tracker (Rule 5). START in TRACKING starts it afresh from the flashed table.
+    (IDLE, W.T_TRACK_START): TRACKING,
+    (TRACKING, W.T_TRACK_START): TRACKING,
+    (IDLE, W.T_TRACK_STOP): IDLE,
+    (TRACKING, W.T_TRACK_STOP): IDLE,
+    (IDLE, W.T_TRACK_STATUS): IDLE,
+    (OPEN, W.T_TRACK_STATUS): OPEN,
+    (VERIFIED, W.T_TRACK_STATUS): VERIFIED,
+    (TRACKING, W.T_TRACK_STATUS): TRACKING,
+    (IDLE, W.T_TRACK_READ): IDLE,
+    (OPEN, W.T_TRACK_READ): OPEN,
+    (VERIFIED, W.T_TRACK_READ): VERIFIED,
+    (TRACKING, W.T_TRACK_READ): TRACKING,
+    (TRACKING, W.T_HELLO): TRACKING,
+    (TRACKING, W.T_READ_TABLE): TRACKING,
+    (TRACKING, W.T_RESET): IDLE,
+    # A flash stops the tracker first (the handler does it before anything else).
+    (TRACKING, W.T_FLASH_BEGIN): OPEN,
 }
 
 
@@ -116,7 +142,7 @@ class Board:
         self.op_ms = op_ms
         self._encode = encode
         self._dec = W.Decoder(max_payload, decode)
-        self.store = self.store_class(flash, self.uid, self.sha, self.knobs, bank_size)
+        self.store = self.store_class(flash, self.uid, self.sha, self.knobs, bank_size, n_neurons=info["n_neurons"])
         # Boot: count it, pick the newest valid bank, load its codes into RAM and into the chip (Rule 4).
         self.boot_count = self.store.count_boot()
         active = self.store.scan()
@@ -133,6 +159,16 @@ class Board:
         self._last_key = None
         self._last_reply = None
         self.reset_requested = False
+        self.frames = 0  # good frames received since boot (TRACK_STATUS: proof of a silent host)
+        self.model_ms = 0.0  # model time the chip ran since boot (host windows and tracker windows)
+        self.prev_frame_ms = 0.0
+        self.last_frame_ms = 0.0
+        self.tracker = None
+        self.track_why = TR.WHY_NEVER
+        self.start_ms = 0.0
+        if active is not None and active["tracker"] is not None and active["tracker"]["boot"]:
+            if self.start_tracker() == W.OK:
+                self.state = TRACKING
         self.handlers = {
             W.T_HELLO: self.on_hello,
             W.T_SET_CODES: self.on_set_codes,
@@ -144,6 +180,10 @@ class Board:
             W.T_FLASH_COMMIT: self.on_commit,
             W.T_READ_TABLE: self.on_read_table,
             W.T_RESET: self.on_reset,
+            W.T_TRACK_START: self.on_track_start,
+            W.T_TRACK_STOP: self.on_track_stop,
+            W.T_TRACK_STATUS: self.on_track_status,
+            W.T_TRACK_READ: self.on_track_read,
         }
 
     # -- bytes in, bytes out --
@@ -169,6 +209,9 @@ class Board:
         rtype = (f.type | W.REPLY) & 0xFF
         if f.version != W.VERSION:
             return self.reply(rtype, f.seq, W.E_VERSION, b"")
+        self.frames += 1
+        self.prev_frame_ms = self.last_frame_ms
+        self.last_frame_ms = self.model_ms
         key = (f.type, f.seq, bytes(f.payload))
         if key == self._last_key:
             return self._last_reply
@@ -267,6 +310,7 @@ class Board:
             counts, proxies, hw_ms, temp_k = self.chip.measure(window_us / 1000.0, monitor)
         except Exception:
             return W.E_CHIP, b""
+        self.model_ms += window_us / 1000.0
         cnt = []
         for c in counts:
             c = int(c)
@@ -295,6 +339,10 @@ class Board:
         return W.OK, self.meas_page(first, page)
 
     def on_begin(self, payload):
+        # A flash stops the tracker first (Rule 5), whatever becomes of the flash; the tracked codes stay in RAM
+        # until the COMMIT loads the new table.
+        if self.tracker is not None and self.tracker.running:
+            self.stop_tracker(TR.WHY_FLASH)
         gen, length, crc, uid, sha = M.unpack_begin(payload)
         # Any failure here also abandons an open session: the host meant to start over.
         self.session = None
@@ -388,6 +436,150 @@ class Board:
     def on_reset(self, payload):
         self.reset_requested = True
         return W.OK, b""
+
+    # -- the on-board tracker (Rule 5) --
+
+    def start_tracker(self):
+        """Start the tracker afresh from the active table: status OK, or E_TABLE (no table, no tracker section,
+        or one the tracker cannot use on this chip)."""
+        a = self.store.active
+        if a is None or a["tracker"] is None:
+            return W.E_TABLE
+        names = [k["name"] for k in self.knobs]
+        if "gain_e" not in names or "gain_i" not in names or len(names) != 2:
+            return W.E_TABLE
+        ie, ii = names.index("gain_e"), names.index("gain_i")
+        ke, ki = self.knobs[ie], self.knobs[ii]
+        if ke["dac"] != 0 or ki["dac"] != 0 or ke["n_groups"] != ki["n_groups"]:
+            return W.E_TABLE  # the tracker drives linear DACs shared alike
+        info = self.info
+        try:
+            tr = TR.Tracker(a["tracker"], a["codes"][ie], a["codes"][ii], ke["code_ref"], ki["code_ref"], ke["bits"],
+                            ki["bits"], info["n_neurons"], info.get("n_cores", 1),
+                            info.get("proxy_channels", "all") == "one_per_core",
+                            (1 << info.get("counter_bits", 16)) - 1)
+        except ValueError:
+            return W.E_TABLE
+        self.tracker = tr
+        self.track_knobs = (ie, ii)
+        self.start_ms = self.model_ms
+        self.codes = [list(c) for c in a["codes"]]
+        self._dirty = True
+        return W.OK
+
+    def stop_tracker(self, why, revert=False):
+        if self.tracker is not None:
+            self.tracker.stop(why)
+        if self.state == TRACKING:
+            self.state = IDLE
+        if revert and self.store.active is not None:
+            self.codes = [list(c) for c in self.store.active["codes"]]
+            self._dirty = True
+
+    def wants_tick(self):
+        """True while the tracker runs: the I/O loop should call ``tick()`` whenever no request is waiting."""
+        return self.state == TRACKING
+
+    def next_tick_ms(self):
+        """Model time the next ``tick()`` runs the chip for (None when the tracker is not running)."""
+        if self.state != TRACKING:
+            return None
+        return self.tracker.next_subwindow()[0]
+
+    def tick(self):
+        """Run one tracker sub-window; returns True if it ran. Never raises: a chip failure stops the tracker."""
+        if self.state != TRACKING:
+            return False
+        tr = self.tracker
+        ms, mon = tr.next_subwindow()
+        try:
+            self.push_codes()
+            counts, proxies, hw_ms, temp_k = self.chip.measure(ms, mon)
+        except Exception:
+            self.stop_tracker(TR.WHY_CHIP)
+            return False
+        self.model_ms += ms
+        try:
+            new = tr.add_subwindow(counts, proxies, ms, temp_k)
+        except Exception:
+            # a firmware bug must not take the board down: stop tracking, keep serving
+            self.stop_tracker(TR.WHY_CHIP)
+            return False
+        if new is not None:
+            ie, ii = self.track_knobs
+            self.codes[ie] = new[0]
+            self.codes[ii] = new[1]
+            self._dirty = True
+        if not tr.running:
+            self.stop_tracker(tr.why)
+        return True
+
+    def track_status(self):
+        a = self.store.active
+        if a is None or a["tracker"] is None:
+            section = 0
+        else:
+            section = 2 if a["tracker"]["boot"] else 1
+        st = {"running": 1 if self.state == TRACKING else 0, "why": self.track_why, "section": section,
+              "frames": self.frames, "board_ms": self.model_ms, "start_ms": self.start_ms,
+              "prev_frame_ms": self.prev_frame_ms}
+        if self.tracker is not None:
+            f = self.tracker.figures()
+            st.update(f)
+            st["why"] = f["why"]
+            st["running"] = 1 if self.state == TRACKING else 0
+            st["temperature_mk"] = int(f["temperature_k"] * 1000.0 + 0.5) if f["temperature_k"] else 0
+            st["tracked_ms"] = f["tracked_ms"]
+            st["rate_target_hz"] = self.tracker.rate_hz
+            st["max_move_e"] = min(0xFFFF, f["max_move_e"])
+            st["max_move_i"] = min(0xFFFF, f["max_move_i"])
+        return M.pack_track_status(st)
+
+    def on_track_start(self, payload):
+        if payload:
+            return W.E_LENGTH, b""
+        if self.tracker is not None and self.tracker.running:
+            self.tracker.stop(TR.WHY_HOST)
+        status = self.start_tracker()
+        if status != W.OK:
+            self.state = IDLE  # failed: whatever ran before is stopped
+            return status, self.track_status()
+        self.state = TRACKING  # so that the status says running (TRANSITIONS agrees)
+        return W.OK, self.track_status()
+
+    def on_track_stop(self, payload):
+        revert = M.unpack_track_stop(payload)
+        if self.tracker is not None and self.tracker.running:
+            self.stop_tracker(TR.WHY_HOST, revert)
+        elif revert:
+            self.stop_tracker(self.tracker.why if self.tracker is not None else TR.WHY_NEVER, True)
+        return W.OK, self.track_status()
+
+    def on_track_status(self, payload):
+        if payload:
+            return W.E_LENGTH, b""
+        return W.OK, self.track_status()
+
+    def on_track_read(self, payload):
+        what, knob, first, count = M.unpack_track_read(payload)
+        if knob >= len(self.knobs):
+            return W.E_RANGE, b""
+        spec = self.knobs[knob]
+        if what == M.READ_CODES:
+            values = self.codes[knob]
+            width = M.code_width(spec["bits"])
+        elif what == M.READ_FLAGS:
+            if self.tracker is None:
+                return W.E_STATE, b""
+            values = self.tracker.flags
+            width = 1
+        else:
+            return W.E_RANGE, b""
+        total = len(values)
+        if first > total or (first == total and total):
+            return W.E_RANGE, b""
+        k = min(count, total - first, (self.max_payload - 12) // width)
+        return W.OK, M.pack_track_read_reply(what, knob, first, total, list(values[first:first + k]), spec["bits"])
 
 
 def to_fa(p):

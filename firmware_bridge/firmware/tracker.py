@@ -1,0 +1,742 @@
+# The on-board tracker: the two slow loops of the dual-loop controller, run by the firmware on the board's own
+# spike counters and proxy readings, so that a deployed chip stays calibrated without a host.
+#
+# Theory of operation (docs/controller.md, "On-board tracking", has the derivations and the measured figures)
+# --------------------------------------------------------------------------------------------------------------
+# Each knob group g (a neuron, a core or the chip) has a common scale s and an E/I ratio r, with
+#
+#     gain_e = s * sqrt(r),    gain_i = s / sqrt(r)                              (as the host's DualLoop)
+#
+# and codes = gain * code_ref (linear DACs). The tracker starts from the flashed table and, per window of
+# ``window_ms`` model time (measured as ``splits`` sub-windows, so that the count Fano factor can be estimated and
+# a drifting chip is read often), moves ln s and ln r by multiplicative steps. It reuses what the host's
+# calibration learnt, carried by the table's tracker section: each group's balance sensitivities a_g, b_g (pA per
+# unit gain), rate slope beta_g = d ln rate / d ln s, the population's gamma = d ln rate / d ln r, the Fano
+# factor, and each proxy channel's ADC offset. So it never has to take the chip off line (null windows, probes).
+#
+# Drift (temperature) moves every neuron alike, so each loop's unknown is split in two, as the host's tracking
+# mode splits its rate intercept:
+#
+#   rate:     ln rate_g = p(t) + d_g + beta_g ln s_g + gamma ln r_g
+#   balance:  ln r*_g   = Q(t) + e_g           (r* zeroes the proxy: y = gain_e A - gain_i B)
+#
+# - the population parts p(t), Q(t) are measured each window from all groups at once (precise within one
+#   window) and followed by an exponentially weighted straight line in time (``Trend``), evaluated at the middle
+#   of the next window: a line does not lag a steady drift however long its memory. Its weights halve every
+#   4 x ``halflife_ms`` (the host's choice: a slope from a few windows is mostly their noise).
+# - each group's own deviation d_g, e_g does not drift; it is learnt from every window (annealed: an average of
+#   all windows, so each new window moves it by about 1/n), starting from a warm-start prior that the flashed table
+#   is right to the precision its calibration stopped at (``rate_se``, ``balance_se``). Rate deviations are a
+#   Poisson ratio estimator (counts over expected counts: no bias from the logarithm of a small count, and no
+#   weighting by the observed count, which biased the host's first version by F/count); balance deviations are
+#   inverse-variance weighted means of each window's Newton estimate q_g = ln r_g - y_g / (dy/d ln r).
+#
+# Safety, enforced here and tested: codes never leave ``band`` (relative gain) around the flashed codes (the
+# ratio is clipped first, balance wins, then the scale; the final codes are clamped to the band's code range);
+# a neuron that goes silent (no spike where ``silent_expected`` were expected) or saturates (a counter at its
+# top, or a rate above ``sat_ratio`` x target) is frozen at its flashed codes and reported, never chased. The
+# tracker only returns codes: the board writes them to RAM, never to the NVM.
+#
+# Bounded memory and time: state is a fixed set of typed arrays sized by the neurons and groups (about
+# 4 x (splits + 4) bytes per neuron and 40 bytes per group); every sub-window and window costs O(neurons).
+# No I/O: the board feeds it the chip's counts and proxies and gets codes back.
+#
+# MicroPython subset: no numpy, typing, dataclasses, f-strings; ``array`` for typed storage.
+
+import math
+
+try:
+    from array import array
+except ImportError:  # pragma: no cover - very old MicroPython ports
+    from uarray import array
+
+# Why the tracker is not running (STATUS ``why``)
+WHY_NEVER = 0  # not started since boot (the table says off at boot, or there is no tracker section)
+WHY_HOST = 1  # stopped by TRACK_STOP
+WHY_FLASH = 2  # stopped by FLASH_BEGIN: a flash always stops the tracker first
+WHY_CHIP = 3  # the chip failed a measurement
+WHY_ALL_FROZEN = 4  # every group is frozen: nothing left to track
+WHY_TEXT = ("not started since boot", "stopped by the host", "stopped by a flash", "the chip failed a measurement",
+            "every group is frozen")
+
+# Per-group flags (TRACK_READ kind 1)
+F_SILENT = 1  # frozen: a neuron of the group went silent
+F_SATURATED = 2  # frozen: a neuron of the group saturated
+F_NO_GAIN = 4  # frozen from the start: a flashed code of 0 (no gain to scale)
+F_BAND_E = 16  # gain_e was clipped to the band in the last window
+F_BAND_I = 32  # gain_i was clipped to the band in the last window
+FROZEN = F_SILENT | F_SATURATED | F_NO_GAIN
+
+# Defaults of the table's tracker section (hw_models/table.py documents each; the host writes them all)
+DEFAULTS = {
+    "boot": 0, "band": 0.25, "window_ms": 5000, "splits": 4, "halflife_ms": 15000, "dev_halflife_ms": 0,
+    "rate_hz": 10.0, "fano": 1.2, "rate_se": 0.035, "balance_se": 0.015, "gamma": 0.0, "sat_ratio": 4.0,
+    "silent_expected": 20.0, "max_step": 0.1,
+}
+
+LN_FLOOR = -30.0  # ln of a vanishing number (a zero count in an intercept): never -inf
+
+
+def zeros(typecode, n):
+    a = array(typecode)
+    for _ in range(n):
+        a.append(0)
+    return a
+
+
+def quantile(values, q):
+    """The q-quantile of a list of floats (linear interpolation; sorts a copy: only for STATUS, not per window)."""
+    v = sorted(values)
+    if not v:
+        return 0.0
+    x = q * (len(v) - 1)
+    i = int(x)
+    if i + 1 >= len(v):
+        return v[-1]
+    return v[i] + (x - i) * (v[i + 1] - v[i])
+
+
+class Trend:
+    """An exponentially weighted straight line y(t) through one point per window; times are kept relative to
+    the present (``shift`` moves them), so the sums stay bounded however long the tracker runs.
+
+    The slope is shrunk by t^2 / (t^2 + SHRINK), t its own signal-to-noise ratio (residual scatter over the
+    spread of the times): a slope from a few noisy windows extrapolated half a window ahead was the worst error of
+    the first version (an early devboard checkpoint 10 % below target), while a line through a clear drift is used
+    almost whole."""
+
+    __slots__ = ("s0", "s1", "s2", "sy", "sty", "syy", "sww", "n")
+
+    SHRINK = 4.0
+
+    def __init__(self):
+        self.s0 = 0.0
+        self.s1 = 0.0
+        self.s2 = 0.0
+        self.sy = 0.0
+        self.sty = 0.0
+        self.syy = 0.0
+        self.sww = 0.0
+        self.n = 0
+
+    def shift(self, dt, decay):
+        """Time moves on by ``dt``: every stored time becomes t - dt, and every old weight is multiplied by
+        ``decay``."""
+        s0, s1 = self.s0, self.s1
+        self.s2 = (self.s2 - 2.0 * dt * s1 + dt * dt * s0) * decay
+        self.s1 = (s1 - dt * s0) * decay
+        self.sty = (self.sty - dt * self.sy) * decay
+        self.s0 = s0 * decay
+        self.sy = self.sy * decay
+        self.syy = self.syy * decay
+        self.sww = self.sww * decay * decay
+
+    def add(self, t, y, w):
+        self.s0 += w
+        self.s1 += w * t
+        self.s2 += w * t * t
+        self.sy += w * y
+        self.sty += w * t * y
+        self.syy += w * y * y
+        self.sww += w * w
+        self.n += 1
+
+    def mean(self, default):
+        return self.sy / self.s0 if self.n and self.s0 > 0.0 else default
+
+    def slope(self, noise_var):
+        """The slope, shrunk by t^2 / (t^2 + SHRINK) (0 until three windows are in). ``noise_var``: the variance of
+        one window's point, from the scatter of its sub-windows (known from the first window on; the residuals of
+        a line through three points would say almost nothing)."""
+        s0 = self.s0
+        if self.n < 3 or s0 <= 0.0:
+            return 0.0
+        tbar = self.s1 / s0
+        mean = self.sy / s0
+        stt = self.s2 - s0 * tbar * tbar
+        if stt <= 1e-12 * max(self.s2, 1e-30):
+            return 0.0
+        b = (self.sty - s0 * tbar * mean) / stt
+        if noise_var < 0.0:
+            return 0.0
+        var_b = noise_var / stt * (self.sww / s0)
+        if var_b <= 0.0:
+            return b
+        t2 = b * b / var_b
+        return b * t2 / (t2 + self.SHRINK)
+
+    def predict(self, t, default, noise_var):
+        """The line at time ``t``; ``default`` before any window."""
+        if self.n == 0 or self.s0 <= 0.0:
+            return default
+        return self.sy / self.s0 + self.slope(noise_var) * (t - self.s1 / self.s0)
+
+
+class Tracker:
+    """The slow loops of one board (see the module comment).
+
+    Parameters
+    ----------
+    params
+        The table's tracker section as ``nvm.decode_payload`` returns it: a dict of the scalars in DEFAULTS and
+        the arrays ``beta``, ``a``, ``b`` (per group) and ``offset`` (per neuron, pA).
+    codes_e, codes_i
+        The flashed codes (one per group): the tracker starts there and never leaves the band around them.
+    ref_e, ref_i, bits_e, bits_i
+        Each knob's code of nominal gain and bit width (linear DACs).
+    n_neurons, n_cores
+        Geometry; groups cover contiguous blocks of ``n_neurons // n_groups`` neurons.
+    one_per_core
+        The chip reads one proxy channel per core per window: sub-windows monitor the next neuron of each core.
+    counter_max
+        Largest spike count the chip's counters hold (a count there is saturated).
+    """
+
+    def __init__(self, params, codes_e, codes_i, ref_e, ref_i, bits_e, bits_i, n_neurons, n_cores=1,
+                 one_per_core=False, counter_max=65535):
+        p = {}
+        for k in DEFAULTS:
+            p[k] = params.get(k, DEFAULTS[k])
+        self.p = p
+        G = len(codes_e)
+        N = n_neurons
+        if len(codes_i) != G or G == 0 or N % G:
+            raise ValueError("knob groups do not fit the neurons")
+        if len(params["beta"]) != G or len(params["a"]) != G or len(params["b"]) != G or len(params["offset"]) != N:
+            raise ValueError("tracker section does not fit this board")
+        self.G = G
+        self.N = N
+        self.per = N // G
+        self.n_cores = max(1, n_cores)
+        self.per_core = N // self.n_cores
+        self.one_per_core = bool(one_per_core) and self.per_core > 1
+        self.counter_max = counter_max
+        self.ref_e = float(ref_e)
+        self.ref_i = float(ref_i)
+        self.top_e = (1 << bits_e) - 1
+        self.top_i = (1 << bits_i) - 1
+        self.beta = params["beta"]
+        self.a = params["a"]
+        self.b = params["b"]
+        self.offset = params["offset"]
+        self.code0_e = array("H", codes_e)
+        self.code0_i = array("H", codes_i)
+        self.code_e = array("H", codes_e)
+        self.code_i = array("H", codes_i)
+        self.splits = max(1, int(p["splits"]))
+        self.sub_ms = float(p["window_ms"]) / self.splits
+        self.rate_hz = float(p["rate_hz"])
+        self.ln_rate = math.log(max(self.rate_hz, 1e-9))
+        self.gamma = float(p["gamma"])
+        self.fano = min(5.0, max(0.5, float(p["fano"])))
+        self.fano_w = 4.0 * float(p["window_ms"])  # the table's F counts as four windows of evidence
+        # per group: band in codes and in ln gain, applied state, deviations, flags
+        band = min(0.9, max(0.0, float(p["band"])))
+        self.lo_e = zeros("H", G)
+        self.hi_e = zeros("H", G)
+        self.lo_i = zeros("H", G)
+        self.hi_i = zeros("H", G)
+        self.ln_s = zeros("f", G)
+        self.ln_r = zeros("f", G)
+        self.dnum = zeros("f", G)
+        self.dden = zeros("f", G)
+        self.esum = zeros("f", G)
+        self.ew = zeros("f", G)
+        self.ubar = zeros("f", G)  # smoothed measured balance index per group (STATUS)
+        self.ulast = zeros("f", G)  # the last window's measured balance index per group (STATUS)
+        self.flags = bytearray(G)
+        # per neuron: sub-window counts of the current window, proxy sums, frozen
+        self.cnt = zeros("I", N * self.splits)
+        self.ysum = zeros("f", N)
+        self.ycnt = zeros("H", N)
+        self.nfrozen = bytearray(N)
+        self.sub = 0
+        self.sub_c = [0.0] * self.splits  # per sub-window: the live neurons' total count
+        self.sub_u = [0.0] * self.splits  # and their mean relative imbalance y / (dy/d ln r), None: none observed
+        self.sat_sub = bytearray(N)  # a counter reached its top in this window
+        self.rr = 0  # round robin of the monitored neuron within each core
+        # the warm-start prior: the flashed table is at target, as well as its calibration could tell
+        prior_counts = self.fano / max(float(p["rate_se"]), 1e-3) ** 2
+        prior_bal = 1.0 / max(float(p["balance_se"]), 1e-3) ** 2
+        live = 0
+        mean_r0 = 0.0
+        mean_res = 0.0
+        for g in range(G):
+            ce, ci = codes_e[g], codes_i[g]
+            self.lo_e[g] = max(1, int(math.ceil(ce * (1.0 - band) - 1e-9)))
+            self.hi_e[g] = min(self.top_e, int(math.floor(ce * (1.0 + band) + 1e-9)))
+            self.lo_i[g] = max(1, int(math.ceil(ci * (1.0 - band) - 1e-9)))
+            self.hi_i[g] = min(self.top_i, int(math.floor(ci * (1.0 + band) + 1e-9)))
+            if ce == 0 or ci == 0 or self.beta[g] <= 0.0:
+                self.flags[g] = F_NO_GAIN
+                continue
+            le = math.log(ce / self.ref_e)
+            li = math.log(ci / self.ref_i)
+            self.ln_s[g] = 0.5 * (le + li)
+            self.ln_r[g] = le - li
+            live += 1
+            mean_r0 += self.ln_r[g]
+            mean_res += self.ln_rate - self.beta[g] * self.ln_s[g] - self.gamma * self.ln_r[g]
+        if live == 0:
+            raise ValueError("no group has a gain to track")
+        mean_r0 /= live
+        mean_res /= live
+        for g in range(G):
+            if self.flags[g] & FROZEN:
+                for n in range(g * self.per, (g + 1) * self.per):
+                    self.nfrozen[n] = 1
+                continue
+            d0 = self.ln_rate - self.beta[g] * self.ln_s[g] - self.gamma * self.ln_r[g] - mean_res
+            self.dnum[g] = prior_counts
+            self.dden[g] = prior_counts * math.exp(-d0)
+            self.esum[g] = prior_bal * (self.ln_r[g] - mean_r0)
+            self.ew[g] = prior_bal
+        self.p0 = mean_res  # the table's population intercept: what the line says before any window
+        self.q0 = mean_r0
+        self.trend_p = Trend()
+        self.trend_q = Trend()
+        self.p_noise = -1.0  # variance of one window's population intercept (sub-window scatter)
+        self.q_noise = -1.0  # and of its balance estimate
+        self.q_var = -1.0  # per-window variance of a group's Newton ratio estimate (learnt from the first window)
+        # figures for STATUS
+        self.windows = 0
+        self.model_ms = 0.0
+        self.last_rate_hz = 0.0
+        self.last_rate_cv = 0.0
+        self.pred_rate_hz = self.rate_hz
+        self.temperature_k = 0.0
+        self.n_frozen_silent = 0
+        self.n_frozen_sat = 0
+        self.running = True
+        self.why = WHY_NEVER
+
+    # -- the board's side ------------------------------------------------------------------------------------------
+
+    def codes(self):
+        """[codes_e, codes_i] as lists (what the board writes to RAM and hands to the chip)."""
+        return [list(self.code_e), list(self.code_i)]
+
+    def next_subwindow(self):
+        """(window_ms, monitor list or None) of the next sub-window to measure."""
+        if not self.one_per_core:
+            return self.sub_ms, None
+        pc = self.per_core
+        j = self.rr % pc
+        return self.sub_ms, [c * pc + j for c in range(self.n_cores)]
+
+    def stop(self, why):
+        self.running = False
+        self.why = why
+
+    def add_subwindow(self, counts, proxies, window_ms, temperature_k=None):
+        """Take one sub-window's counts (N ints) and proxies (N floats in pA, None where not observed). Returns
+        the new codes [codes_e, codes_i] when this sub-window completed a window, else None."""
+        N = self.N
+        base = self.sub * N
+        cnt = self.cnt
+        top = self.counter_max
+        sat = self.sat_sub
+        for n in range(N):
+            c = counts[n]
+            if c >= top:
+                sat[n] = 1
+            cnt[base + n] = c
+        ysum, ycnt, off = self.ysum, self.ycnt, self.offset
+        nfrozen = self.nfrozen
+        per = self.per
+        ctot = 0
+        us = 0.0
+        un = 0
+        for n in range(N):
+            if not nfrozen[n]:
+                ctot += counts[n]
+        if proxies is not None:
+            a, b = self.a, self.b
+            for n in range(N):
+                y = proxies[n]
+                if y is not None and y == y:
+                    y -= off[n]
+                    ysum[n] += y
+                    ycnt[n] += 1
+                    if not nfrozen[n]:
+                        g = n // per
+                        d = 0.5 * (self.code_e[g] / self.ref_e * a[g] + self.code_i[g] / self.ref_i * b[g])
+                        if d > 0.0:
+                            us += y / d
+                            un += 1
+        self.sub_c[self.sub] = ctot
+        self.sub_u[self.sub] = us / un if un else None
+        if self.one_per_core:
+            self.rr += 1
+        if temperature_k is not None:
+            self.temperature_k = temperature_k
+        self.sub += 1
+        self.model_ms += window_ms
+        if self.sub < self.splits:
+            return None
+        self.window_end(self.sub_ms * self.splits)
+        self.sub = 0
+        for n in range(N):
+            ysum[n] = 0.0
+            ycnt[n] = 0
+            sat[n] = 0
+        return self.codes()
+
+    # -- one window ------------------------------------------------------------------------------------------------
+
+    def window_end(self, T_ms):
+        p = self.p
+        N, G, per, K = self.N, self.G, self.per, self.splits
+        Ts = T_ms * 1e-3
+        cnt = self.cnt
+        nfrozen = self.nfrozen
+        flags = self.flags
+        expected = self.rate_hz * Ts
+        sat_counts = float(p["sat_ratio"]) * expected
+        silent_min = float(p["silent_expected"])
+        # 1. per neuron: totals, freeze rules
+        tot = [0.0] * K
+        for n in range(N):
+            if nfrozen[n]:
+                continue
+            c = 0
+            for k in range(K):
+                c += cnt[k * N + n]
+            why = 0
+            if self.sat_sub[n] or c >= sat_counts:
+                why = F_SATURATED
+            elif c == 0 and expected >= silent_min:
+                why = F_SILENT
+            if why:
+                self.freeze_neuron(n, why)
+                continue
+            for k in range(K):
+                tot[k] += cnt[k * N + n]
+        # 2. the Fano factor (per-neuron knobs): each neuron's count across sub-windows, the population's common
+        # fluctuation removed (shared inputs make every neuron fire more in the same sub-window), unbiased mean
+        # of var/mean over neurons (docs/controller.md, "Fano factor")
+        if per == 1 and K >= 2:
+            tm = 0.0
+            for k in range(K):
+                tm += tot[k]
+            tm /= K
+            if tm > 0.0:
+                acc = 0.0
+                nf = 0
+                for n in range(N):
+                    if nfrozen[n]:
+                        continue
+                    m = 0
+                    for k in range(K):
+                        m += cnt[k * N + n]
+                    m = m / K
+                    if m <= 0.5:
+                        continue
+                    v = 0.0
+                    for k in range(K):
+                        r = cnt[k * N + n] - m * tot[k] / tm
+                        v += r * r
+                    acc += v / (K - 1) / m
+                    nf += 1
+                if nf >= 3:
+                    f = acc / nf
+                    self.fano = min(5.0, max(0.5, (self.fano * self.fano_w + f * T_ms) / (self.fano_w + T_ms)))
+                    self.fano_w += T_ms
+        # 3. per group: counts, live neurons, proxy means
+        beta, a, b = self.beta, self.a, self.b
+        ln_s, ln_r = self.ln_s, self.ln_r
+        gamma = self.gamma
+        C = [0] * G
+        live_n = [0] * G
+        ybar = [None] * G
+        ysum, ycnt = self.ysum, self.ycnt
+        for g in range(G):
+            if flags[g] & FROZEN:
+                continue
+            c = 0
+            nl = 0
+            ys = 0.0
+            yn = 0
+            for n in range(g * per, (g + 1) * per):
+                if nfrozen[n]:
+                    continue
+                nl += 1
+                for k in range(K):
+                    c += cnt[k * N + n]
+                if ycnt[n]:
+                    ys += ysum[n] / ycnt[n]
+                    yn += 1
+            C[g] = c
+            live_n[g] = nl
+            if yn:
+                ybar[g] = ys / yn
+        # 4. rate: the population intercept of this window (all groups pooled), then each group's deviation
+        num = 0.0
+        den = 0.0
+        model = [0.0] * G  # exp(beta ln s + gamma ln r) per group at this window's codes
+        dev = [0.0] * G
+        ng = 0
+        for g in range(G):
+            if live_n[g] == 0:
+                continue
+            x = math.exp(beta[g] * ln_s[g] + gamma * ln_r[g])
+            model[g] = x
+            dev[g] = math.log(self.dnum[g] / self.dden[g])
+            num += C[g]
+            den += live_n[g] * Ts * x * math.exp(dev[g])
+            ng += 1
+        if ng == 0:
+            self.stop(WHY_ALL_FROZEN)
+            return
+        hl = float(p["halflife_ms"])
+        line_decay = 0.5 ** (T_ms / (4.0 * hl)) if hl > 0 else 1.0
+        # the line's times are seconds relative to the end of this window; this window's middle is -Ts/2
+        self.trend_p.shift(Ts, line_decay)
+        self.trend_q.shift(Ts, line_decay)
+        p_hat = math.log(num / den) if num > 0.0 else None
+        self.window_noise()
+        dhl = float(p["dev_halflife_ms"])
+        ddecay = 0.5 ** (T_ms / dhl) if dhl > 0 else 1.0
+        if p_hat is not None:
+            ep = math.exp(p_hat)
+            dsum = 0.0
+            for g in range(G):
+                if live_n[g] == 0:
+                    continue
+                self.dnum[g] = self.dnum[g] * ddecay + C[g]
+                self.dden[g] = self.dden[g] * ddecay + live_n[g] * Ts * ep * model[g]
+                dev[g] = math.log(self.dnum[g] / self.dden[g])
+                dsum += dev[g]
+            # keep the deviations centred: their mean belongs to the population part
+            shift = dsum / ng
+            es = math.exp(shift)
+            for g in range(G):
+                if live_n[g]:
+                    self.dden[g] *= es
+                    dev[g] -= shift
+        # 5. balance: each group's Newton estimate of its balanced ratio, split the same way
+        q = [0.0] * G
+        qn = 0
+        qsum = 0.0
+        ulast = self.ulast
+        for g in range(G):
+            ulast[g] = 0.0
+        for g in range(G):
+            y = ybar[g]
+            if y is None or live_n[g] == 0:
+                continue
+            ge = self.code_e[g] / self.ref_e
+            gi = self.code_i[g] / self.ref_i
+            ea = ge * a[g]
+            slope = 0.5 * (ea + gi * b[g])  # d y / d ln r at fixed s
+            if ea <= 0.0 or slope <= 0.0:
+                continue
+            u = y / ea
+            ulast[g] = u
+            self.ubar[g] = u if self.windows == 0 else self.ubar[g] + (1.0 - line_decay ** 4) * (u - self.ubar[g])
+            qg = ln_r[g] - y / slope
+            q[g] = qg
+            qsum += qg - self.esum[g] / self.ew[g]
+            qn += 1
+        if qn:
+            q_hat = qsum / qn
+            self.trend_q.add(-0.5 * Ts, q_hat, 1.0)
+            v = 0.0
+            for g in range(G):
+                if live_n[g] and ybar[g] is not None and self.ew[g] > 0.0:
+                    r = q[g] - q_hat - self.esum[g] / self.ew[g]
+                    v += r * r
+            v = max(v / qn, 2.5e-5)
+            self.q_var = v if self.q_var < 0 else self.q_var + (1.0 - line_decay ** 4) * (v - self.q_var)
+            w = 1.0 / self.q_var
+            esh = 0.0
+            for g in range(G):
+                if live_n[g] and ybar[g] is not None and self.ew[g] > 0.0:
+                    self.esum[g] += w * (q[g] - q_hat)
+                    self.ew[g] += w
+                    esh += self.esum[g] / self.ew[g]
+            esh /= qn
+            for g in range(G):
+                if live_n[g] and self.ew[g] > 0.0:
+                    self.esum[g] -= esh * self.ew[g]
+        if p_hat is not None:
+            self.trend_p.add(-0.5 * Ts, p_hat, 1.0)
+        # 6. the next state: the lines at the middle of the next window, plus each group's deviation
+        t_next = 0.5 * Ts
+        p_next = self.trend_p.predict(t_next, self.p0, self.p_noise)
+        q_next = self.trend_q.predict(t_next, self.q0, self.q_noise)
+        self.set_state(p_next, q_next, dev, live_n)
+        # 7. figures for STATUS
+        self.windows += 1
+        rs = 0.0
+        rs2 = 0.0
+        nr = 0
+        for g in range(G):
+            if live_n[g]:
+                r = C[g] / (live_n[g] * Ts)
+                rs += r
+                rs2 += r * r
+                nr += 1
+        self.last_rate_hz = rs / nr if nr else 0.0
+        var = rs2 / nr - self.last_rate_hz ** 2 if nr else 0.0
+        self.last_rate_cv = math.sqrt(max(var, 0.0)) / self.last_rate_hz if self.last_rate_hz > 0 else 0.0
+        pr = 0.0
+        for g in range(G):
+            if live_n[g]:
+                pr += math.exp(p_next + dev[g] + beta[g] * ln_s[g] + gamma * ln_r[g])
+        self.pred_rate_hz = pr / ng
+
+    def window_noise(self):
+        """The variance of one window's population intercept and balance estimate, from the scatter of its
+        sub-windows (same codes; the inputs fluctuate on time scales of milliseconds, so sub-windows are
+        independent), smoothed over windows. It sets how far a drift line's slope is trusted (``Trend.slope``)."""
+        K = self.splits
+        c, u = self.sub_c, self.sub_u
+        if K < 2:
+            return
+        lc = 0.0
+        um = 0.0
+        for k in range(K):
+            if c[k] <= 0 or u[k] is None:
+                return
+            lc += math.log(c[k])
+            um += u[k]
+        lc /= K
+        um /= K
+        vp = vu = 0.0
+        for k in range(K):
+            dz = u[k] - um
+            dp = math.log(c[k]) - lc
+            vp += dp * dp
+            vu += dz * dz
+        vp = vp / (K - 1) / K
+        vu = vu / (K - 1) / K
+        if self.p_noise < 0.0:
+            self.p_noise, self.q_noise = vp, vu
+        else:
+            self.p_noise += 0.2 * (vp - self.p_noise)
+            self.q_noise += 0.2 * (vu - self.q_noise)
+
+    def set_state(self, p_next, q_next, dev, live_n):
+        """Wanted (ln s, ln r) per group -> step limit -> band (ratio first) -> joint quantiser -> codes."""
+        G = self.G
+        beta = self.beta
+        gamma = self.gamma
+        step = float(self.p["max_step"])
+        tol_r = max(float(self.p["rate_se"]), 1e-3)
+        tol_b = max(float(self.p["balance_se"]), 1e-3)
+        ref_e, ref_i = self.ref_e, self.ref_i
+        ln_s, ln_r, flags = self.ln_s, self.ln_r, self.flags
+        for g in range(G):
+            if flags[g] & FROZEN or live_n[g] == 0:
+                continue
+            flags[g] &= ~(F_BAND_E | F_BAND_I)
+            lr = q_next + self.esum[g] / self.ew[g]
+            lr = min(ln_r[g] + step, max(ln_r[g] - step, lr))
+            ls = (self.ln_rate - p_next - dev[g] - gamma * lr) / beta[g]
+            ls = min(ln_s[g] + step, max(ln_s[g] - step, ls))
+            # the band in ln gain: ratio first (balance wins), then the scale
+            le_lo = math.log(self.lo_e[g] / ref_e)
+            le_hi = math.log(self.hi_e[g] / ref_e)
+            li_lo = math.log(self.lo_i[g] / ref_i)
+            li_hi = math.log(self.hi_i[g] / ref_i)
+            r_lo, r_hi = le_lo - li_hi, le_hi - li_lo
+            if lr < r_lo or lr > r_hi:
+                lr = min(r_hi, max(r_lo, lr))
+                flags[g] |= F_BAND_E | F_BAND_I
+            s_lo = max(le_lo - 0.5 * lr, li_lo + 0.5 * lr)
+            s_hi = min(le_hi - 0.5 * lr, li_hi + 0.5 * lr)
+            if ls < s_lo or ls > s_hi:
+                ls = min(s_hi, max(s_lo, ls))
+                if ls + 0.5 * lr <= le_lo + 1e-9 or ls + 0.5 * lr >= le_hi - 1e-9:
+                    flags[g] |= F_BAND_E
+                if ls - 0.5 * lr <= li_lo + 1e-9 or ls - 0.5 * lr >= li_hi - 1e-9:
+                    flags[g] |= F_BAND_I
+            # joint quantiser: of the (floor, ceil) x (floor, ceil) code pairs, the one whose predicted rate error
+            # and ratio error (each against the precision its loop works at) are smallest
+            xe = math.exp(ls + 0.5 * lr) * ref_e
+            xi = math.exp(ls - 0.5 * lr) * ref_i
+            best = None
+            be = bi = 0
+            for ce in (int(xe), int(xe) + 1):
+                ce = min(self.hi_e[g], max(self.lo_e[g], ce))
+                lce = math.log(ce / ref_e)
+                for ci in (int(xi), int(xi) + 1):
+                    ci = min(self.hi_i[g], max(self.lo_i[g], ci))
+                    lci = math.log(ci / ref_i)
+                    dr = (lce - lci) - lr
+                    ds = 0.5 * (lce + lci) - ls
+                    cost = ((beta[g] * ds + gamma * dr) / tol_r) ** 2 + (dr / tol_b) ** 2
+                    if best is None or cost < best:
+                        best, be, bi = cost, ce, ci
+            self.code_e[g] = be
+            self.code_i[g] = bi
+            le = math.log(be / ref_e)
+            li = math.log(bi / ref_i)
+            ln_s[g] = 0.5 * (le + li)
+            ln_r[g] = le - li
+
+    def freeze_neuron(self, n, why):
+        """Neuron ``n`` went silent or saturated: it leaves every estimate for good. A per-neuron group is frozen at
+        its flashed codes; a shared group (a core) only once all its neurons are out, since one neuron's knob
+        cannot be moved alone."""
+        if self.nfrozen[n]:
+            return
+        self.nfrozen[n] = why
+        if why == F_SILENT:
+            self.n_frozen_silent += 1
+        else:
+            self.n_frozen_sat += 1
+        g = n // self.per
+        self.flags[g] |= why if self.per == 1 else 0
+        for m in range(g * self.per, (g + 1) * self.per):
+            if not self.nfrozen[m]:
+                return
+        self.flags[g] = (self.flags[g] & ~(F_BAND_E | F_BAND_I)) | why
+        self.code_e[g] = self.code0_e[g]
+        self.code_i[g] = self.code0_i[g]
+
+    # -- STATUS ----------------------------------------------------------------------------------------------------
+
+    def figures(self):
+        """A dict of what STATUS reports (messages.pack_track_status lays it out)."""
+        G = self.G
+        moved_e = moved_i = 0
+        max_e = max_i = 0
+        sum_e = sum_i = 0
+        band = 0
+        frozen = 0
+        for g in range(G):
+            de = self.code_e[g] - self.code0_e[g]
+            di = self.code_i[g] - self.code0_i[g]
+            if de:
+                moved_e += 1
+            if di:
+                moved_i += 1
+            max_e = max(max_e, abs(de))
+            max_i = max(max_i, abs(di))
+            sum_e += de
+            sum_i += di
+            if self.flags[g] & (F_BAND_E | F_BAND_I):
+                band += 1
+            if self.flags[g] & FROZEN:
+                frozen += 1
+        ub = []
+        ul = []
+        for g in range(G):
+            if not self.flags[g] & FROZEN:
+                ub.append(abs(self.ubar[g]))
+                ul.append(abs(self.ulast[g]))
+        return {
+            "running": 1 if self.running else 0, "why": self.why, "windows": self.windows,
+            "tracked_ms": self.model_ms, "fano": self.fano, "rate_last_hz": self.last_rate_hz,
+            "rate_cv_last": self.last_rate_cv, "rate_pred_hz": self.pred_rate_hz,
+            "balance_p95_last": quantile(ul, 0.95) if ul else 0.0, "balance_p95_smooth": quantile(ub, 0.95) if ub else 0.0,
+            "rate_drift_per_s": self.trend_p.slope(self.p_noise),
+            "ratio_drift_per_s": self.trend_q.slope(self.q_noise),
+            "temperature_k": self.temperature_k, "n_groups": G,
+            "moved_e": moved_e, "moved_i": moved_i, "max_move_e": max_e, "max_move_i": max_i,
+            "mean_move_e": sum_e / G, "mean_move_i": sum_i / G, "at_band": band, "frozen": frozen,
+            "frozen_silent": self.n_frozen_silent, "frozen_saturated": self.n_frozen_sat,  # neurons
+            "band": float(self.p["band"]), "window_ms": float(self.p["window_ms"]),
+        }
