@@ -77,7 +77,7 @@ def tracker_section(history, knobs: Mapping[str, KnobSpec], *, rate_hz: float, b
     counts = np.asarray(h["spike_counts"], dtype=float)
     proxy = np.asarray(h["proxy_pa"], dtype=float)
     ke, ki = knobs["gain_e"], knobs["gain_i"]
-    G, N = ke.n_groups, proxy.shape[1]
+    G = ke.n_groups
     group_of = np.asarray(ke.group_of)
     null = kind == "null"
     loop = kind == "loop"
@@ -152,3 +152,113 @@ def tracker_section(history, knobs: Mapping[str, KnobSpec], *, rate_hz: float, b
             raise ValueError(f"unknown tracker setting {key!r}; expected one of {', '.join(sorted(TRACKER_DEFAULTS))}")
         out[key] = v
     return out
+
+
+def _figures(tf) -> dict:
+    d = tf.to_dict()
+    return {k: d[k] for k in ("rate_mean_hz", "rate_cv", "rate_cv_deconvolved", "counting_cv", "balance_median",
+                              "balance_p95", "fano", "replay_s")}
+
+
+def run_onboard_tracking(profile, seed: int, table, ramp: tuple[float, float, float], *, checkpoints: int = 6,
+                         replay_s: float = 60.0, host: bool = True, host_halflife_s: float = 15.0,
+                         progress=None) -> dict:
+    """The on-board tracker through a temperature ramp, judged by the emulated chip's truth; the same chip on its
+    static table, and (``host``) host-side tracking (``eical track``) on the same chip and ramp, for comparison.
+
+    An in-process board (the real firmware, the numpy chip behind ``NumpyChipPort``, a RAM NVM) is flashed with
+    ``table`` (format 2: it needs a tracker section), the host sends TRACK_START and then nothing: the board runs
+    its tracker alone (``Board.tick``) until the ramp's end in model time. Then one TRACK_STATUS proves the host was
+    silent (the board counted no frame between the start and it), the tracked codes are read as a table, the
+    tracker is stopped and the NVM is compared byte for byte with what it held before the start.
+
+    At ``checkpoints`` instants (0 to the ramp's end) the codes the chip ran then (the emulator's code log) are
+    replayed for ``replay_s`` on independent inputs at that instant's temperature (``true_figures``: the true
+    rate, counting noise removed from the CV, and the true balance index). Returns a JSON-able dict.
+    """
+    import time
+
+    from firmware_bridge.boardtable import read_board_table
+    from firmware_bridge.emulator import ModelClock, NumpyChipPort, TemperatureRamp
+    from firmware_bridge.firmware import nvm
+    from firmware_bridge.firmware.board import Board
+    from firmware_bridge.flash import TableImage, flash_table
+    from firmware_bridge.testing import memory_client
+    from hw_models.emulator import NumpyDevice
+
+    from .metrics import true_figures
+
+    if table.tracker is None:
+        raise ValueError("the table has no tracker section (format 2): the on-board tracker has nothing to start from")
+    t0, t1, sec = ramp
+    rmp = TemperatureRamp(t0, t1, sec)
+    dev = NumpyDevice(profile, seed, temperature_k=t0)
+    table.check_identity(dev.identity)
+    table.check_knobs(dev.knobs)
+    rate = float(table.tracker["rate_hz"])
+    port = NumpyChipPort(dev, ramp=rmp, clock=ModelClock(None))
+    flash = nvm.RamFlash(nvm.flash_size())
+    client = memory_client(lambda: Board(port, flash))
+    flash_table(client, TableImage.from_gain_table(table))
+    nvm_before = bytes(flash.mem)
+    board = client.transport.board
+    started = client.track_start()
+    cpu = time.process_time()
+    ticks = 0
+    while board.model_ms < rmp.end_ms - 1e-6:
+        if not board.tick():
+            break
+        ticks += 1
+        if progress is not None and board.tracker.sub == 0:
+            progress(board.tracker.windows, board.model_ms / 1e3, {"rate_mean_hz": board.tracker.last_rate_hz})
+    sim_cpu = time.process_time() - cpu
+    status = client.track_status(detail=True)
+    silent = (status.frames == started.frames + 1 and abs(status.prev_frame_s - status.start_s) < 1e-9)
+    tracked_table, _ = read_board_table(client, tracked=True)
+    stopped = client.track_stop()
+    nvm_same = bytes(flash.mem) == nvm_before
+    static = table.codes()
+    marks = [sec * k / max(checkpoints - 1, 1) for k in range(checkpoints)]
+    rows = []
+    for t_s in marks:
+        T = rmp.at(t_s * 1e3)
+        codes = port.codes_at(t_s * 1e3 + 1e-6)
+        tr = true_figures(profile, seed, codes, replay_s=replay_s, target_rate_hz=rate, temperature_k=T)
+        st = true_figures(profile, seed, static, replay_s=replay_s, target_rate_hz=rate, temperature_k=T)
+        rows.append({"model_time_s": t_s, "temperature_k": T, "tracked": _figures(tr), "static": _figures(st)})
+        if progress is not None:
+            progress(len(rows), t_s, {"rate_mean_hz": tr.rate_mean_hz})
+
+    def worst(key: str) -> dict:
+        xs = [r[key] for r in rows]
+        return {"rate_err": max(abs(x["rate_mean_hz"] / rate - 1) for x in xs),
+                "rate_err_signed": max((x["rate_mean_hz"] / rate - 1 for x in xs), key=abs),
+                "balance_p95": max(x["balance_p95"] for x in xs),
+                "rate_cv_deconvolved": max(x["rate_cv_deconvolved"] for x in xs)}
+
+    out = {
+        "profile": str(profile), "seed": seed, "ramp": {"T0_K": t0, "T1_K": t1, "seconds": sec},
+        "target_rate_hz": rate, "replay_s": replay_s, "checkpoints": rows,
+        "onboard_worst": worst("tracked"), "static_worst": worst("static"),
+        "host_silent": silent, "frames_at_start": started.frames, "frames_at_status": status.frames,
+        "nvm_unchanged": nvm_same, "windows": status.windows, "board_ticks": ticks, "sim_cpu_s": sim_cpu,
+        "status": status.to_dict(), "stopped": stopped.running is False,
+        "tracked_codes": {k: list(v.codes) for k, v in tracked_table.knobs.items()},
+    }
+    if host:
+        from .commands import run_tracking
+
+        h = run_tracking(profile, seed, table, ramp, checkpoints=checkpoints, replay_s=replay_s,
+                         halflife_s=host_halflife_s)
+        out["host"] = {"checkpoints": [{"model_time_s": c["model_time_s"], "temperature_k": c["temperature_k"],
+                                        "tracked": _figures_dict(c["tracked"])} for c in h["checkpoints"]],
+                       "worst": {"rate_err": h["tracked_worst"]["rate_err"],
+                                 "balance_p95": h["tracked_worst"]["balance_p95"],
+                                 "rate_cv_deconvolved": h["tracked_worst"]["rate_cv_deconvolved"]},
+                       "windows": h["windows"]}
+    return out
+
+
+def _figures_dict(d: dict) -> dict:
+    return {k: d[k] for k in ("rate_mean_hz", "rate_cv", "rate_cv_deconvolved", "counting_cv", "balance_median",
+                              "balance_p95", "fano", "replay_s")}

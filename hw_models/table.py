@@ -279,6 +279,11 @@ class GainTable:
             if kt.sharing != spec.sharing or kt.bits != spec.bits or len(kt.codes) != spec.n_groups:
                 raise TableError(f"knob {k!r}: table has {len(kt.codes)} {kt.bits}-bit codes per {kt.sharing}, "
                                  f"chip has {spec.n_groups} {spec.bits}-bit codes per {spec.sharing}")
+        if self.tracker is not None:
+            n = len(next(iter(knobs.values())).group_of)
+            if len(self.tracker["adc_offset_pa"]) != n:
+                raise TableError(f"tracker section: {len(self.tracker['adc_offset_pa'])} ADC offsets, but the chip "
+                                 f"has {n} neurons")
 
 
 def check_tracker(tr: Any, knobs: Mapping[str, "KnobTable"], where: str = "<dict>") -> dict:

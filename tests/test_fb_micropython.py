@@ -95,7 +95,7 @@ def test_cli_flash_against_micropython(tmp_path):
         assert r.returncode == 0, r.stderr
         assert json.loads(r.stdout)["outcome"] == "flashed"
         h = json.loads(run("info", "--port", emu.path, "--json").stdout)
-        assert h["generation"] == 1 and h["firmware"] == "0.1.0"
+        assert h["generation"] == 1 and h["firmware"] == "0.2.0"
 
 
 def test_every_firmware_module_imports_under_micropython():

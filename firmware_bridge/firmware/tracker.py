@@ -74,7 +74,7 @@ DEFAULTS = {
     "silent_expected": 20.0, "max_step": 0.1,
 }
 
-LN_FLOOR = -30.0  # ln of a vanishing number (a zero count in an intercept): never -inf
+ANCHOR_MAX = 4.0  # the warm start's point on a drift line weighs at most this many windows
 
 
 def zeros(typecode, n):
@@ -495,6 +495,15 @@ class Tracker:
         self.trend_q.shift(Ts, line_decay)
         p_hat = math.log(num / den) if num > 0.0 else None
         self.window_noise()
+        if self.windows == 0:
+            # the warm start's population part: the flashed table put the population at target and in balance
+            # when the tracker started (as well as its calibration could tell, rate_se and balance_se): a point of
+            # each line at the start, weighted against one window's noise, so that the first noisy windows do
+            # not move the whole population by their noise, and the first slopes have an anchor
+            if self.p_noise > 0.0:
+                self.trend_p.add(-Ts, self.p0, min(ANCHOR_MAX, self.p_noise / max(float(p["rate_se"]), 1e-3) ** 2))
+            if self.q_noise > 0.0:
+                self.trend_q.add(-Ts, self.q0, min(ANCHOR_MAX, self.q_noise / max(float(p["balance_se"]), 1e-3) ** 2))
         dhl = float(p["dev_halflife_ms"])
         ddecay = 0.5 ** (T_ms / dhl) if dhl > 0 else 1.0
         if p_hat is not None:
