@@ -1,6 +1,7 @@
 """Helpers for tests and benchmarks: a board emulator in a child process, and a board in this process.
 
-``EmulatorProcess`` starts ``python -m firmware_bridge board-emulator ...``, waits (with a deadline, no sleeps)
+``EmulatorProcess`` starts ``eical board-emulator ...`` (``python -m calibrate.cli``, the command line that wires
+the bridge; a child process, not an import), waits (with a deadline, no sleeps)
 for the pty path it prints, and can ``kill()`` it with SIGKILL, as a power cut or a yanked cable would.
 ``memory_client`` joins a ``BoardClient`` to a firmware ``Board`` in this process on a simulated clock.
 """
@@ -37,7 +38,7 @@ class EmulatorProcess:
     """
 
     def __init__(self, args: Sequence[str] = (), *, nvm: Optional[os.PathLike] = None, startup_timeout: float = 60.0):
-        cmd = [sys.executable, "-m", "firmware_bridge", "board-emulator", *args]
+        cmd = [sys.executable, "-m", "calibrate.cli", "board-emulator", *args]
         if nvm is not None:
             cmd += ["--nvm", str(nvm)]
         env = dict(os.environ)

@@ -26,8 +26,8 @@ pytestmark = pytest.mark.board
 
 
 def cli(*args: str, timeout: float = 120) -> subprocess.CompletedProcess:
-    """``python -m firmware_bridge ARGS`` (the same handlers `eical` registers)."""
-    return subprocess.run([sys.executable, "-m", "firmware_bridge", *args], capture_output=True, text=True,
+    """``eical ARGS`` in a child process (``python -m calibrate.cli``)."""
+    return subprocess.run([sys.executable, "-m", "calibrate.cli", *args], capture_output=True, text=True,
                           timeout=timeout, cwd=REPO_ROOT)
 
 
@@ -250,7 +250,7 @@ def test_progress_only_when_stderr_is_a_terminal(tmp_path):
     with EmulatorProcess(["--test-chip", str(N_BIG), "--uid", "kill-0001"], nvm=tmp_path / "b.nvm") as emu:
         table = chip_table(tmp_path / "t.json", N_BIG, 5, "kill-0001")
         master, slave = os.openpty()
-        p = subprocess.Popen([sys.executable, "-m", "firmware_bridge", "flash", str(table), "--port", emu.path],
+        p = subprocess.Popen([sys.executable, "-m", "calibrate.cli", "flash", str(table), "--port", emu.path],
                              stdout=subprocess.PIPE, stderr=slave, cwd=REPO_ROOT)
         os.close(slave)
         out, _ = p.communicate(timeout=120)

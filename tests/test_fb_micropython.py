@@ -89,7 +89,7 @@ def test_cli_flash_against_micropython(tmp_path):
               knobs={"gain_e": KnobTable("neuron", 8, [99] * n), "gain_i": KnobTable("neuron", 8, [77] * n)}
               ).save(table)
     with EmulatorProcess(["--micropython", "--test-chip", str(n), "--uid", UID]) as emu:
-        run = lambda *a: subprocess.run([sys.executable, "-m", "firmware_bridge", *a], capture_output=True,  # noqa
+        run = lambda *a: subprocess.run([sys.executable, "-m", "calibrate.cli", *a], capture_output=True,  # noqa
                                         text=True, timeout=120, cwd=REPO_ROOT)
         r = run("flash", str(table), "--port", emu.path, "--json")
         assert r.returncode == 0, r.stderr
