@@ -1,4 +1,23 @@
 """Branching ratio of population activity: the multistep-regression estimator (Wilting and Priesemann 2018).
+
+Wilting and Priesemann, "Inferring collective dynamical states from widely unobserved systems", Nat Commun
+9:2325 (2018). For a branching process ``A_{t+1} = m A_t + h + noise`` observed through subsampling
+``a_t`` (each unit seen with probability p), the lag-k regression slopes are
+``r_k = Cov(a_t, a_{t+k}) / Var(a_t) = b m^k`` with an unknown ``b`` that depends on p; the conventional
+one-step estimate ``r_1 = b m`` is biased, the fit of the whole curve is not. Steps:
+
+1. :func:`mr_coefficients` for k = 1..k_max;
+2. least-squares fit ``r_k = b m^k`` (``fit="exp"``, default) or ``b m^k + c`` (``"exp_offset"``, the
+   default of the authors' toolbox mrestimator, which absorbs slow non-stationarity). We default to the
+   pure exponential because with tau close to or beyond k_max the offset trades off against tau and m
+   becomes ill-determined (our choice; pass ``"exp_offset"`` for the toolbox behaviour). The fit is
+   exact least squares: for fixed m it is linear in (b, c), so we scan m on a grid dense near 1 and
+   refine (resolution ~1e-5 near m = 0.98), with b >= 0 enforced;
+3. ``tau = -bin_ms / ln m``;
+4. confidence interval: block bootstrap. The series is cut into ``n_blocks`` contiguous blocks (trials for 2-D
+   input); the sufficient statistics of every regression are summed per block, blocks are resampled with
+   replacement ``n_boot`` times, r_k recomputed from the resampled sums, refitted, and the percentiles of m give
+   the interval (our choice of resampling unit; mrestimator resamples trials).
 """
 from __future__ import annotations
 
@@ -203,24 +222,7 @@ def branching_ratio_mr(
 ) -> BranchingFit:
     """Branching ratio of population activity with the multistep regression (MR) estimator.
 
-    Wilting and Priesemann, "Inferring collective dynamical states from widely unobserved systems", Nat Commun
-    9:2325 (2018). For a branching process ``A_{t+1} = m A_t + h + noise`` observed through subsampling
-    ``a_t`` (each unit seen with probability p), the lag-k regression slopes are
-    ``r_k = Cov(a_t, a_{t+k}) / Var(a_t) = b m^k`` with an unknown ``b`` that depends on p; the conventional
-    one-step estimate ``r_1 = b m`` is biased, the fit of the whole curve is not. Steps:
-
-    1. :func:`mr_coefficients` for k = 1..k_max;
-    2. least-squares fit ``r_k = b m^k`` (``fit="exp"``, default) or ``b m^k + c`` (``"exp_offset"``, the
-       default of the authors' toolbox mrestimator, which absorbs slow non-stationarity). We default to the
-       pure exponential because with tau close to or beyond k_max the offset trades off against tau and m
-       becomes ill-determined (our choice; pass ``"exp_offset"`` for the toolbox behaviour). The fit is
-       exact least squares: for fixed m it is linear in (b, c), so we scan m on a grid dense near 1 and
-       refine (resolution ~1e-5 near m = 0.98), with b >= 0 enforced;
-    3. ``tau = -bin_ms / ln m``;
-    4. confidence interval: block bootstrap. The series is cut into ``n_blocks`` contiguous blocks (trials
-       for 2-D input); the sufficient statistics of every regression are summed per block, blocks are
-       resampled with replacement ``n_boot`` times, r_k recomputed from the resampled sums, refitted, and the
-       percentiles of m give the interval (our choice of resampling unit; mrestimator resamples trials).
+    The estimator and its four steps are in the module docstring.
 
     Parameters
     ----------
@@ -256,14 +258,7 @@ def branching_ratio_mr(
     k_max = int(max(2, min(k_max, T // 4)))
     k = np.arange(1, k_max + 1)
 
-    if a.ndim == 1:
-        nb = int(max(2, min(n_blocks, T // max(k_max, 1))))
-        edges = np.linspace(0, T, nb + 1).round().astype(np.int64)
-        stats = _mr_block_stats(rows[0] - rows[0].mean(), k_max, edges)
-    else:
-        parts = [_mr_block_stats(row - row.mean(), k_max, np.array([0, T])) for row in rows]
-        stats = {key: np.concatenate([p[key] for p in parts], axis=0) for key in parts[0]}
-        nb = rows.shape[0]
+    stats, nb = _blocks(rows, k_max, n_blocks if a.ndim == 1 else None)
 
     r = _r_from_stats(stats, np.ones((1, nb)))
     nan_fit = BranchingFit(
@@ -284,8 +279,33 @@ def branching_ratio_mr(
         nan_fit.r2, nan_fit.b, nan_fit.offset, nan_fit.r_k_fit = r2, b0, c0, r_fit
         return nan_fit
 
+    lo_ci, hi_ci, sd = _bootstrap(stats, nb, k, offset, n_boot, ci, seed)
+    tau = -bin_ms / math.log(m0) if 0 < m0 < 1 else float("inf")
+    return BranchingFit(
+        m=m0, tau_ms=tau, ci_low=lo_ci, ci_high=hi_ci, ci=ci, b=b0, offset=c0, k=k, r_k=r[0], r_k_fit=r_fit,
+        r_k_boot_sd=sd, m_naive=float(r[0, 0]), r2=r2, bin_ms=float(bin_ms), fit=fit, n_boot=int(n_boot),
+        fit_ok=True,
+    )
+
+
+def _blocks(rows: np.ndarray, k_max: int, n_blocks: Optional[int]) -> Tuple[Dict[str, np.ndarray], int]:
+    """The per-block regression statistics and the number of blocks: ``n_blocks`` contiguous blocks of one series
+    (at least two, each at least ``k_max`` long), or one block per trial (``n_blocks`` None)."""
+    T = rows.shape[1]
+    if n_blocks is not None:
+        nb = int(max(2, min(n_blocks, T // max(k_max, 1))))
+        edges = np.linspace(0, T, nb + 1).round().astype(np.int64)
+        return _mr_block_stats(rows[0] - rows[0].mean(), k_max, edges), nb
+    parts = [_mr_block_stats(row - row.mean(), k_max, np.array([0, T])) for row in rows]
+    return {key: np.concatenate([p[key] for p in parts], axis=0) for key in parts[0]}, rows.shape[0]
+
+
+def _bootstrap(stats: Dict[str, np.ndarray], nb: int, k: np.ndarray, offset: bool, n_boot: int, ci: float,
+               seed: int) -> Tuple[float, float, np.ndarray]:
+    """Step 4 of :func:`branching_ratio_mr`: blocks resampled with replacement, r_k recomputed from the resampled
+    sums and refitted; the percentile interval of m and each r_k's bootstrap standard deviation."""
     lo_ci = hi_ci = float("nan")
-    sd = np.full(k_max, np.nan)
+    sd = np.full(k.size, np.nan)
     if n_boot > 0 and nb >= 2:
         rng = np.random.default_rng(seed)
         picks = rng.integers(0, nb, size=(n_boot, nb))
@@ -298,9 +318,4 @@ def branching_ratio_mr(
             alpha = (1.0 - ci) / 2.0
             lo_ci, hi_ci = (float(x) for x in np.quantile(mb, [alpha, 1.0 - alpha]))
             sd = rb[good].std(axis=0)
-    tau = -bin_ms / math.log(m0) if 0 < m0 < 1 else float("inf")
-    return BranchingFit(
-        m=m0, tau_ms=tau, ci_low=lo_ci, ci_high=hi_ci, ci=ci, b=b0, offset=c0, k=k, r_k=r[0], r_k_fit=r_fit,
-        r_k_boot_sd=sd, m_naive=float(r[0, 0]), r2=r2, bin_ms=float(bin_ms), fit=fit, n_boot=int(n_boot),
-        fit_ok=True,
-    )
+    return lo_ci, hi_ci, sd

@@ -183,12 +183,19 @@ def ei_cofluctuation(
     n = e.size
     ks = log_scales(dt_ms, n * dt_ms, n_scales=n_scales, min_bin_ms=min_bin_ms, max_bin_ms=max_bin_ms)
     ks = ks[ks <= max(1, n // 2)]
-    S = ks.size
-    rho, dev, imb, rat, fe_, fi_, rsig = (np.full(S, np.nan) for _ in range(7))
-    counts = n_cells_e is not None and n_cells_i is not None and n_cells_e > 0 and n_cells_i > 0
-    lag, pk = np.full(S, np.nan), np.full(S, np.nan)
-    nbins = np.zeros(S, dtype=np.int64)
+    cells = (n_cells_e, n_cells_i) if n_cells_e and n_cells_i and n_cells_e > 0 and n_cells_i > 0 else None
+    binned = _binned(e, i, ks, dt_ms, cells)
+    pk, lag = _lagged(e, i, ks, dt_ms, max_lag_ms)
+    return CoFluctuation(bin_ms=ks * dt_ms, peak_lag_ms=lag, peak_corr=pk, dt_ms=float(dt_ms), signal=signal,
+                         **binned)
 
+
+def _binned(e: np.ndarray, i: np.ndarray, ks: np.ndarray, dt_ms: float,
+            cells: Optional[tuple]) -> dict:
+    """Steps 1-5 and 7 of :func:`ei_cofluctuation`: the figures of the non-overlapping bins at each scale."""
+    n, S = e.size, ks.size
+    rho, dev, imb, rat, fe_, fi_, rsig = (np.full(S, np.nan) for _ in range(7))
+    nbins = np.zeros(S, dtype=np.int64)
     for s, k in enumerate(ks):
         nb = n // k
         nbins[s] = nb
@@ -205,17 +212,25 @@ def ei_cofluctuation(
             imb[s] = float(np.sqrt(np.mean((E - I) ** 2)) / abs(half))
         if mi != 0:
             rat[s] = float(me / mi)
-        if counts and nb >= 3:
+        if cells is not None and nb >= 3:
             width_s = k * dt_ms * 1e-3
-            noise_e, noise_i = me / (n_cells_e * width_s), mi / (n_cells_i * width_s)  # type: ignore[operator]
+            noise_e, noise_i = me / (cells[0] * width_s), mi / (cells[1] * width_s)
             if noise_e > 0 and noise_i > 0:
                 fe_[s], fi_[s] = se * se / noise_e, si * si / noise_i
                 xe, xi = se * se - noise_e, si * si - noise_i
                 if xe > 0 and xi > 0:
                     cov = float(np.mean((E - me) * (I - mi)))
                     rsig[s] = float(np.clip(cov / math.sqrt(xe * xi), -1.0, 1.0))
+    return {"rho": rho, "deviation": dev, "imbalance": imb, "ratio": rat, "n_bins": nbins, "fano_e": fe_,
+            "fano_i": fi_, "rho_signal": rsig}
 
-    # Cross-correlation of moving averages: triangle-smoothed raw covariances.
+
+def _lagged(e: np.ndarray, i: np.ndarray, ks: np.ndarray, dt_ms: float,
+            max_lag_ms: float) -> tuple[np.ndarray, np.ndarray]:
+    """Step 6 of :func:`ei_cofluctuation`: the peak of the cross-correlation of the moving averages at each scale
+    (triangle-smoothed raw covariances); (peak correlation, peak lag in ms)."""
+    n, S = e.size, ks.size
+    lag, pk = np.full(S, np.nan), np.full(S, np.nan)
     L_lag = int(round(max_lag_ms / dt_ms))
     L_lag = max(0, min(L_lag, n // 4))
     kmax = int(ks.max()) if S else 1
@@ -247,19 +262,4 @@ def ei_cofluctuation(
         pk[s] = float(window[j])
         if L_lag == 0 or 0 < j < window.size - 1:  # a maximum on the edge of the window is no peak
             lag[s] = (j - L_lag) * dt_ms
-
-    return CoFluctuation(
-        bin_ms=ks * dt_ms,
-        rho=rho,
-        peak_lag_ms=lag,
-        peak_corr=pk,
-        deviation=dev,
-        imbalance=imb,
-        ratio=rat,
-        n_bins=nbins,
-        fano_e=fe_,
-        fano_i=fi_,
-        rho_signal=rsig,
-        dt_ms=float(dt_ms),
-        signal=signal,
-    )
+    return pk, lag

@@ -106,7 +106,7 @@ def record_chip(
         Called with a short status text after each recorded chunk.
     chunk_s : float
         The recording runs in windows of this many model seconds (only for ``progress``: how time is cut into
-        windows changes no value, hw_models.engine).
+        windows changes no value, docs/model.md).
 
     Returns
     -------
@@ -117,10 +117,7 @@ def record_chip(
     """
     from ..backends import open_device
 
-    if not (isinstance(duration_s, (int, float)) and math.isfinite(duration_s) and duration_s > 0):
-        raise ValueError(f"duration_s must be a positive number of seconds, got {duration_s!r}")
-    if not (math.isfinite(settle_s) and settle_s >= 0):
-        raise ValueError(f"settle_s must be a non-negative number of seconds, got {settle_s!r}")
+    _check_times(duration_s, settle_s)
     prof = load_profile(profile)
     dt = prof.dt_ms
     settle_steps = int(round(settle_s * 1e3 / dt))
@@ -131,23 +128,11 @@ def record_chip(
     if chip is not None:
         kw["chip"] = chip
     device = open_device(backend, prof, seed, temperature_k=temperature_k, **kw)
+    total = max(1, int(round(duration_s * 1e3 / dt)))
     try:
         if codes is not None:
             device.set_codes({k: np.asarray(v) for k, v in codes.items()})
-        if settle_steps:
-            if progress is not None:
-                progress(f"settling {settle_s:g} s")
-            device.run_true(settle_steps * dt)
-        gate.open = True
-        total = max(1, int(round(duration_s * 1e3 / dt)))
-        chunk = max(1, int(round(chunk_s * 1e3 / dt)))
-        done = 0
-        while done < total:
-            k = min(chunk, total - done)
-            device.run_true(k * dt)
-            done += k
-            if progress is not None:
-                progress(f"recording {done * dt / 1e3:.1f}/{total * dt / 1e3:.1f} s")
+        _run(device, gate, dt, settle_steps, total, max(1, int(round(chunk_s * 1e3 / dt))), progress)
         rec = recorder.finish(end_step=settle_steps + total)
         rec.meta.update({
             "profile": prof.name, "seed": int(seed), "chip_uid": device.identity.uid,
@@ -158,6 +143,30 @@ def record_chip(
     finally:
         device.close()
     return rec
+
+
+def _check_times(duration_s: Any, settle_s: Any) -> None:
+    if not (isinstance(duration_s, (int, float)) and math.isfinite(duration_s) and duration_s > 0):
+        raise ValueError(f"duration_s must be a positive number of seconds, got {duration_s!r}")
+    if not (math.isfinite(settle_s) and settle_s >= 0):
+        raise ValueError(f"settle_s must be a non-negative number of seconds, got {settle_s!r}")
+
+
+def _run(device: Any, gate: _Gate, dt: float, settle_steps: int, total: int, chunk: int,
+         progress: Optional[Callable[[str], None]]) -> None:
+    """The settle with the recorder closed, then ``total`` recorded steps in chunks (for ``progress``)."""
+    if settle_steps:
+        if progress is not None:
+            progress(f"settling {settle_steps * dt / 1e3:g} s")
+        device.run_true(settle_steps * dt)
+    gate.open = True
+    done = 0
+    while done < total:
+        k = min(chunk, total - done)
+        device.run_true(k * dt)
+        done += k
+        if progress is not None:
+            progress(f"recording {done * dt / 1e3:.1f}/{total * dt / 1e3:.1f} s")
 
 
 def diagnose_codes(

@@ -118,18 +118,7 @@ def population_spectrum(
         floor = float(np.median(p[fl])) if fl.any() else float("nan")
     lo, hi_b = float(gamma_band[0]), float(gamma_band[1])
     band = (f >= lo) & (f <= hi_b)
-    flank_lo = (f >= lo / 2) & (f < lo) & (p > 0)
-    flank_hi = (f > hi_b) & (f <= min(2 * hi_b, 0.9 * fs / 2)) & (p > 0)
-    baseline = np.full(f.shape, np.nan)
-    if flank_lo.sum() >= 2 and flank_hi.sum() >= 2:
-        fx = flank_lo | flank_hi
-        slope, icpt = np.polyfit(np.log10(f[fx]), np.log10(p[fx]), 1)
-        use = band | fx
-        baseline[use] = 10.0 ** (icpt + slope * np.log10(f[use]))
-        # conservative: a rhythm must also rise above the spectrum just below the band (a knee is no peak)
-        baseline[band] = np.maximum(baseline[band], float(np.mean(p[flank_lo])))
-    elif np.isfinite(floor):
-        baseline[band] = floor
+    baseline = _aperiodic_baseline(f, p, lo, hi_b, fs, floor)
     if band.any() and np.all(np.isfinite(baseline[band])) and np.all(baseline[band] > 0):
         rel = p[band] / baseline[band]
         j = np.flatnonzero(band)[int(np.argmax(rel))]
@@ -146,6 +135,26 @@ def population_spectrum(
         gamma_power_fraction=frac, floor=floor, baseline=baseline, gamma_modulation=mod, mean_rate=mean,
         bin_ms=float(bin_ms),
     )
+
+
+def _aperiodic_baseline(f: np.ndarray, p: np.ndarray, lo: float, hi_b: float, fs: float, floor: float) -> np.ndarray:
+    """The reference a gamma peak must rise above (see :func:`population_spectrum`): a power law through the flanks
+    of the band, and inside the band at least the mean PSD of the lower flank; without usable flanks the floor.
+    NaN outside the band and flanks."""
+    band = (f >= lo) & (f <= hi_b)
+    flank_lo = (f >= lo / 2) & (f < lo) & (p > 0)
+    flank_hi = (f > hi_b) & (f <= min(2 * hi_b, 0.9 * fs / 2)) & (p > 0)
+    baseline = np.full(f.shape, np.nan)
+    if flank_lo.sum() >= 2 and flank_hi.sum() >= 2:
+        fx = flank_lo | flank_hi
+        slope, icpt = np.polyfit(np.log10(f[fx]), np.log10(p[fx]), 1)
+        use = band | fx
+        baseline[use] = 10.0 ** (icpt + slope * np.log10(f[use]))
+        # conservative: a rhythm must also rise above the spectrum just below the band (a knee is no peak)
+        baseline[band] = np.maximum(baseline[band], float(np.mean(p[flank_lo])))
+    elif np.isfinite(floor):
+        baseline[band] = floor
+    return baseline
 
 
 def synchrony_chi(v: np.ndarray) -> float:
