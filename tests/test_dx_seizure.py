@@ -6,7 +6,7 @@ nominal codes. The seizure-like chip is the same chip with every neuron's ``gain
 
 Each figure must move the way the literature says:
 
-- balance index up, with net excitation (MODEL.md 1; ``imbalanced``);
+- balance index up, with net excitation (docs/model.md 1; ``imbalanced``);
 - E/I co-fluctuation towards imbalance: the population E and I currents leave the balance line at every time
   scale (the current-imbalance measure of docs/diagnostics.md 4, after Dehghani et al. 2016);
 - branching ratio towards 1 (Wilting and Priesemann 2018): on this network the activity's dominant mode is

@@ -13,6 +13,8 @@ from typing import Optional
 
 import numpy as np
 
+from ..figures import balance_index
+
 __all__ = ["OffsetEstimate", "BalanceFit"]
 
 
@@ -126,5 +128,5 @@ class BalanceFit:
         neuron's summed offset-free readings and their number."""
         gy = np.bincount(self.group_of, weights=proxy_sum / np.maximum(reads, 1), minlength=self.n_groups)
         gn = np.bincount(self.group_of, weights=(reads > 0).astype(float), minlength=self.n_groups)
-        with np.errstate(invalid="ignore", divide="ignore"):
-            return np.where(gn > 0, np.abs(gy / np.maximum(gn, 1)) / (ge * self.a), np.nan)
+        mean = np.where(gn > 0, gy / np.maximum(gn, 1), np.nan)  # NaN: no reading of the group in this window
+        return balance_index(mean, ge * self.a)
