@@ -19,6 +19,7 @@ def run_dir(tmp_path_factory):
     return out
 
 
+@pytest.mark.slow
 def test_calibrate_writes_every_file_and_accounts_for_every_neuron(run_dir, capsys):
     for name in ("table.json", "summary.json", "history.npz", "report.html"):
         assert (run_dir / name).is_file()
@@ -49,6 +50,7 @@ def test_calibrate_prints_json_summary(tmp_path, capsys):
     assert not (tmp_path / "report.html").exists()
 
 
+@pytest.mark.slow
 def test_report_rerenders_from_files(run_dir, capsys):
     (run_dir / "report.html").unlink()
     assert main(["report", str(run_dir)]) == 0
@@ -61,6 +63,7 @@ def test_report_of_a_non_calibration_directory_is_usage_error(tmp_path, capsys):
     assert len(err) == 1 and "not a calibration output directory" in err[0]
 
 
+@pytest.mark.slow
 def test_a_table_of_another_chip_is_refused_as_start(run_dir, tmp_path, capsys):
     rc = main(["calibrate", "--profile", "devboard", "--seed", "4", "--start-table", str(run_dir / "table.json"),
                "--budget", "1", "--out", str(tmp_path)])
@@ -94,6 +97,7 @@ def test_lava_backend_on_newer_python_exits_7_with_one_line(tmp_path, capsys):
     assert len(err) == 1 and "Python 3.10" in err[0]
 
 
+@pytest.mark.slow
 def test_track_reports_tracked_and_static_figures(run_dir, tmp_path, capsys):
     rc = main(["track", "--profile", "devboard", "--seed", "3", "--table", str(run_dir / "table.json"),
                "--temperature-ramp", "300:306:12", "--checkpoints", "2", "--replay", "4", "--out", str(tmp_path),
@@ -107,3 +111,15 @@ def test_track_reports_tracked_and_static_figures(run_dir, tmp_path, capsys):
     t = GainTable.load(tmp_path / "table.json")
     assert t.chip_uid == "emu-devboard-3"
     assert not np.array_equal(t.codes()["gain_e"], GainTable.load(run_dir / "table.json").codes()["gain_e"])
+
+
+def test_the_command_line_starts_without_the_analysis_libraries():
+    """Building the `eical` parser (every `eical ...` and `--help`) loads no scipy or matplotlib: those come with
+    the command that needs them, so a flash or a profile check starts in a fraction of a second."""
+    import subprocess
+
+    code = ("import sys\nfrom calibrate.cli import build_parser\nbuild_parser()\n"
+            "heavy = sorted(m for m in sys.modules if m.split('.')[0] in ('scipy', 'matplotlib'))\n"
+            "assert not heavy, heavy[:5]\n")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr

@@ -107,6 +107,7 @@ def test_headline_is_json_and_matches_the_diagnosis(pair):
         assert h["branching_m"] is None and h["branching_fit_ok"] is False
 
 
+@pytest.mark.slow
 def test_calibration_section_writes_its_files_and_the_report_embeds_it(tmp_path):
     from calibrate.report import write_report
     from calibrate.session import run_calibration

@@ -79,6 +79,7 @@ def assert_seizure_directions(healthy, broken) -> None:
     assert b["rate_exc_hz"] > 1.2 * h["rate_exc_hz"] and b["rate_inh_hz"] > 2.0 * h["rate_inh_hz"]
 
 
+@pytest.mark.slow
 def test_designed_balanced_chip_against_inhibition_cut_to_a_third():
     """Reference: the chip at nominal codes, where balanced-net is designed to be balanced."""
     dev = NumpyDevice(PROFILE, SEED)

@@ -74,6 +74,7 @@ def test_serial_device_matches_the_numpy_backend(tmp_path):
                 assert a.temperature_k == pytest.approx(b.temperature_k)
 
 
+@pytest.mark.slow
 def test_reset_over_the_pty(tmp_path):
     with EmulatorProcess(["--test-chip", "16"], nvm=tmp_path / "b.nvm") as emu:
         c = BoardClient(SerialTransport.open(emu.path))
@@ -85,6 +86,7 @@ def test_reset_over_the_pty(tmp_path):
 # -- CLI ----------------------------------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_cli_flash_info_dry_run_up_to_date_json(tmp_path):
     from hw_models import load_profile
 
@@ -115,6 +117,7 @@ def test_cli_flash_info_dry_run_up_to_date_json(tmp_path):
         assert h["generation"] == 2 and h["table_crc"] == int(rep["crc"], 16)
 
 
+@pytest.mark.slow
 def test_foreign_table_refused_with_exit_3_before_anything_is_written(tmp_path):
     nvm_file = tmp_path / "b.nvm"
     with EmulatorProcess(["--test-chip", "64", "--uid", "board-A"], nvm=nvm_file) as emu:
@@ -133,6 +136,7 @@ def test_foreign_table_refused_with_exit_3_before_anything_is_written(tmp_path):
         assert hashlib.sha256(nvm_file.read_bytes()).hexdigest() == before
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("args, code, text", [
     (["flash", "/nonexistent/table.json", "--port", "loop://"], 2, "cannot read"),
     (["info", "--port", "/dev/nonexistent-port"], 4, "cannot reach the board"),
@@ -148,6 +152,7 @@ def test_bad_input_gives_one_error_line_and_the_documented_exit_code(args, code,
     assert len(lines) == 1 and text in lines[0] and "Traceback" not in r.stderr
 
 
+@pytest.mark.slow
 def test_bad_table_file_is_a_usage_error(tmp_path):
     bad = tmp_path / "bad.json"
     bad.write_text('{"schema": {"name": "eical-gain-table", "version": 1}, "chip": 3}')
@@ -155,6 +160,7 @@ def test_bad_table_file_is_a_usage_error(tmp_path):
     assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1 and "chip" in r.stderr
 
 
+@pytest.mark.slow
 def test_devices_lists_what_answers():
     r = cli("devices", "--json")
     assert r.returncode == 0
@@ -173,6 +179,7 @@ def expected_counts(codes: dict) -> list:
     return chip.measure(100.0, None)[0]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("stage, at", [("begin", 0), ("data", 1), ("data", 4), ("data", 8), ("verify", 0),
                                        ("commit-send", 0), ("commit", 0)])
 def test_kill_9_mid_flash_leaves_old_or_new_and_a_rerun_succeeds(tmp_path, stage, at):
@@ -222,6 +229,7 @@ def test_kill_9_mid_flash_leaves_old_or_new_and_a_rerun_succeeds(tmp_path, stage
 # -- a noisy link over the pty --------------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("ber, seed, code", [("1e-4", 1, 0), ("1e-3", 1, 0), ("1e-3", 2, 0), ("1e-2", 1, 4),
                                              ("1e-2", 2, 4)])
 def test_flash_through_a_fault_injecting_link(tmp_path, ber, seed, code):
@@ -243,6 +251,7 @@ def test_flash_through_a_fault_injecting_link(tmp_path, ber, seed, code):
             assert cli("flash", str(new), "--port", emu.path).returncode == 0
 
 
+@pytest.mark.slow
 def test_progress_only_when_stderr_is_a_terminal(tmp_path):
     import os
     import select as _select
@@ -268,6 +277,7 @@ def test_progress_only_when_stderr_is_a_terminal(tmp_path):
         assert b"writing [" in err and b"KiB" in err  # progress went to the terminal
 
 
+@pytest.mark.slow
 def test_backend_registry_opens_the_serial_device(tmp_path):
     """`eical calibrate --backend serial:PORT` goes through calibrate.backends.open_device."""
     backends = pytest.importorskip("calibrate.backends", reason="calibrate.backends is not there yet")
@@ -280,6 +290,7 @@ def test_backend_registry_opens_the_serial_device(tmp_path):
             dev.close()
 
 
+@pytest.mark.slow
 def test_eical_calibrate_over_serial_reaches_the_numpy_result(tmp_path):
     """`eical calibrate --backend serial:PTY` against the board emulator: the same codes and the same measured
     figures as `--backend numpy` on the same profile and seed (the board's chip is that emulated chip)."""

@@ -46,6 +46,7 @@ def test_micropython_reports_itself():
     assert out.stdout.strip() == "micropython"
 
 
+@pytest.mark.slow
 def test_firmware_under_micropython_hello_measure_flash_readback(tmp_path):
     args = ["--micropython", "--test-chip", str(N), "--uid", UID, "--seed", "4"]
     nvm_file = tmp_path / "mp.nvm"
@@ -79,6 +80,7 @@ def test_firmware_under_micropython_hello_measure_flash_readback(tmp_path):
             np.testing.assert_array_equal(meas.spike_counts, local.measure(100.0, None)[0])
 
 
+@pytest.mark.slow
 def test_cli_flash_against_micropython(tmp_path):
     from hw_models.table import GainTable, KnobTable
 

@@ -19,6 +19,8 @@ import pytest
 
 from hw_models.emulator import NumpyDevice
 
+pytestmark = pytest.mark.slow  # module fixtures simulate the 1000-neuron network for seconds
+
 PROFILE = "balanced-net"
 SEED = 1
 WARM_MS = 500.0

@@ -91,7 +91,7 @@ def _print_human(result: Any, out: Optional[str], saved: bool) -> None:
 
 def add_subcommands(sub: Any) -> None:
     """Register ``diagnose``."""
-    from ..diagnostics.session import DEFAULT_DURATION_S, MIN_DURATION_S
+    from ..diagnostics.defaults import DEFAULT_DURATION_S, MIN_DURATION_S
 
     p = sub.add_parser(
         "diagnose", help="record an emulated chip and report its E/I balance diagnostics",

@@ -22,23 +22,53 @@ The six families:
   :func:`population_spectrum`, :func:`synchrony_chi`);
 - recordings of an emulated chip (:mod:`.recording`: :func:`record_chip`, :func:`diagnose_codes`).
 
-Around them: :mod:`.diagnose` (all of it), :mod:`.result` and :mod:`.headline` (typed results), :mod:`.render` and
+Around them: :mod:`.pipeline` (:func:`diagnose`: all of it), :mod:`.result` and :mod:`.headlines` (typed results), :mod:`.render` and
 :mod:`.plots` (HTML and PNGs), :mod:`.report` (a calibration report's section) and :mod:`.session` (a diagnose run,
 ``eical diagnose``).
 """
 from __future__ import annotations
 
-from .balance import Theory, balance_index_of_parts, conductance_ratio, signed_balance
-from .branching import BranchingFit, branching_ratio_mr, mr_coefficients
-from .cofluctuation import CoFluctuation, ei_cofluctuation, log_scales
-from .diagnose import DiagnoseSettings, diagnose
-from .flags import FLAG_MEANING, FlagThresholds
-from .headline import Headline, headline
-from .mode import DampedMode, damped_mode, recording_mode
-from .result import Diagnostics
-from .spectrum import Spectrum, population_spectrum, synchrony_chi
-from .spikes import (FLUCTUATION_DRIVEN, MEAN_DRIVEN, UNCLASSIFIED, classify_regime, isi_cv, isi_cv2,
-                     mean_count_correlation, population_counts, sort_by_neuron, spike_count_fano)
+import importlib
+from typing import Any
+
+#: public name -> the module of the package that defines it (imported on first use: `import calibrate.diagnostics`
+#: stays light, so the CLI and a script that needs one family do not load scipy and matplotlib for all of them)
+_WHERE = {
+    "Theory": "balance",
+    "balance_index_of_parts": "balance",
+    "conductance_ratio": "balance",
+    "signed_balance": "balance",
+    "BranchingFit": "branching",
+    "branching_ratio_mr": "branching",
+    "mr_coefficients": "branching",
+    "CoFluctuation": "cofluctuation",
+    "ei_cofluctuation": "cofluctuation",
+    "log_scales": "cofluctuation",
+    "DiagnoseSettings": "pipeline",
+    "diagnose": "pipeline",
+    "FLAG_MEANING": "flags",
+    "FlagThresholds": "flags",
+    "Headline": "headlines",
+    "headline": "headlines",
+    "DampedMode": "mode",
+    "damped_mode": "mode",
+    "recording_mode": "mode",
+    "Diagnostics": "result",
+    "Spectrum": "spectrum",
+    "population_spectrum": "spectrum",
+    "synchrony_chi": "spectrum",
+    "FLUCTUATION_DRIVEN": "spikes",
+    "MEAN_DRIVEN": "spikes",
+    "UNCLASSIFIED": "spikes",
+    "classify_regime": "spikes",
+    "isi_cv": "spikes",
+    "isi_cv2": "spikes",
+    "mean_count_correlation": "spikes",
+    "population_counts": "spikes",
+    "sort_by_neuron": "spikes",
+    "spike_count_fano": "spikes",
+}
+
 
 __all__ = [
     "Theory", "FlagThresholds", "FLAG_MEANING", "CoFluctuation", "BranchingFit", "Spectrum", "DampedMode",
@@ -48,3 +78,15 @@ __all__ = [
     "mr_coefficients", "branching_ratio_mr", "damped_mode", "recording_mode", "population_spectrum",
     "synchrony_chi", "population_counts", "diagnose", "headline",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    if name in _WHERE:
+        value = getattr(importlib.import_module(f"{__name__}.{_WHERE[name]}"), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__() -> list:
+    return sorted(set(globals()) | set(_WHERE))

@@ -4,13 +4,14 @@ flag, and what each flag means. docs/diagnostics.md gives the reasons for every 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import List, Optional, Tuple
+from typing import TYPE_CHECKING, List, Optional, Tuple
 
 import numpy as np
 
-from .branching import BranchingFit
-from .cofluctuation import CoFluctuation
-from .spectrum import Spectrum
+if TYPE_CHECKING:  # annotations only: the rule set itself needs no fitting code
+    from .branching import BranchingFit
+    from .cofluctuation import CoFluctuation
+    from .spectrum import Spectrum
 
 __all__ = ["FlagThresholds", "FLAG_MEANING", "Evidence", "judge", "healthy"]
 

@@ -16,7 +16,8 @@ from hw_models.profile import Profile, load_profile
 from hw_models.recording import Recorder, Recording
 
 from ..figures import exc_mask
-from .diagnose import diagnose
+from .defaults import DEFAULT_REPORT_DURATION_S, DEFAULT_SETTLE_S, DIAGNOSTICS_INPUT_STREAM
+from .pipeline import diagnose
 from .flags import FlagThresholds
 from .result import Diagnostics
 
@@ -24,13 +25,6 @@ __all__ = ["DEFAULT_REPORT_DURATION_S", "DEFAULT_SETTLE_S", "DIAGNOSTICS_INPUT_S
            "record_chip", "diagnose_codes", "Pair"]
 
 Pair = Tuple[Diagnostics, Recording]
-
-
-DEFAULT_REPORT_DURATION_S = 5.0
-#: Model seconds run before recording, so conductances and potentials forget their initial state.
-DEFAULT_SETTLE_S = 0.5
-#: Input stream of diagnostic recordings (0: the calibration's own inputs, 1: the true-figures replay).
-DIAGNOSTICS_INPUT_STREAM = 2
 
 def profile_meta(profile: Profile) -> Dict[str, Any]:
     """``meta`` for a recording of ``profile``: the model and, for cond_lif, ``Vbal, EE, EI`` (mV), from which

@@ -2,7 +2,7 @@
 
 Rendering only: everything shown comes from :class:`~calibrate.diagnostics.result.Diagnostics` (the dominant mode
 included, computed once per recording by :func:`~calibrate.diagnostics.diagnose`) and its
-:class:`~calibrate.diagnostics.headline.Headline`.
+:class:`~calibrate.diagnostics.headlines.Headline`.
 """
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 from . import plots
 from .flags import FLAG_MEANING, FlagThresholds
-from .headline import headline
+from .headlines import headline
 from .recording import Pair
 
 __all__ = ["FIGURE_NAMES", "diagnostics_section", "standalone_page"]

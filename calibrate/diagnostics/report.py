@@ -21,7 +21,7 @@ import numpy as np
 
 from hw_models.table import json_default
 
-from .headline import headline
+from .headlines import headline
 from .recording import (DEFAULT_REPORT_DURATION_S, DEFAULT_SETTLE_S, DIAGNOSTICS_INPUT_STREAM, Pair,
                         diagnose_codes)
 from .render import diagnostics_section

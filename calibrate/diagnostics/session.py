@@ -22,16 +22,15 @@ from hw_models.device import DeviceIdentity
 from hw_models.recording import Recording
 from hw_models.table import json_default
 
-from .diagnose import diagnose
-from .headline import Headline, headline
+from .defaults import DEFAULT_DURATION_S, MIN_DURATION_S
+from .pipeline import diagnose
+from .headlines import Headline, headline
 from .recording import record_chip
 from .render import diagnostics_section, standalone_page
 from .result import Diagnostics
 
 __all__ = ["DEFAULT_DURATION_S", "MIN_DURATION_S", "DiagnoseResult", "run_diagnose"]
 
-DEFAULT_DURATION_S = 10.0
-MIN_DURATION_S = 0.5  # below this the population series are too short for the multiscale analysis
 
 
 @dataclass
