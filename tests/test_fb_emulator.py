@@ -74,7 +74,6 @@ def test_serial_device_matches_the_numpy_backend(tmp_path):
                 assert a.temperature_k == pytest.approx(b.temperature_k)
 
 
-@pytest.mark.slow
 def test_reset_over_the_pty(tmp_path):
     with EmulatorProcess(["--test-chip", "16"], nvm=tmp_path / "b.nvm") as emu:
         c = BoardClient(SerialTransport.open(emu.path))
@@ -136,7 +135,6 @@ def test_foreign_table_refused_with_exit_3_before_anything_is_written(tmp_path):
         assert hashlib.sha256(nvm_file.read_bytes()).hexdigest() == before
 
 
-@pytest.mark.slow
 @pytest.mark.parametrize("args, code, text", [
     (["flash", "/nonexistent/table.json", "--port", "loop://"], 2, "cannot read"),
     (["info", "--port", "/dev/nonexistent-port"], 4, "cannot reach the board"),
@@ -152,7 +150,6 @@ def test_bad_input_gives_one_error_line_and_the_documented_exit_code(args, code,
     assert len(lines) == 1 and text in lines[0] and "Traceback" not in r.stderr
 
 
-@pytest.mark.slow
 def test_bad_table_file_is_a_usage_error(tmp_path):
     bad = tmp_path / "bad.json"
     bad.write_text('{"schema": {"name": "eical-gain-table", "version": 1}, "chip": 3}')
@@ -160,7 +157,6 @@ def test_bad_table_file_is_a_usage_error(tmp_path):
     assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1 and "chip" in r.stderr
 
 
-@pytest.mark.slow
 def test_devices_lists_what_answers():
     r = cli("devices", "--json")
     assert r.returncode == 0
@@ -277,7 +273,6 @@ def test_progress_only_when_stderr_is_a_terminal(tmp_path):
         assert b"writing [" in err and b"KiB" in err  # progress went to the terminal
 
 
-@pytest.mark.slow
 def test_backend_registry_opens_the_serial_device(tmp_path):
     """`eical calibrate --backend serial:PORT` goes through calibrate.backends.open_device."""
     backends = pytest.importorskip("calibrate.backends", reason="calibrate.backends is not there yet")

@@ -180,7 +180,6 @@ _CLI = ("import sys, types, importlib.util\n"
         "sys.exit(main(sys.argv[1:]))\n")
 
 
-@pytest.mark.slow
 def test_cli_validate_broken_profile_exit_2_one_line(tmp_path):
     f = _write(tmp_path, _set("mismatch.lognormal.gL.neuron", -0.1))
     proc = subprocess.run([sys.executable, "-c", _CLI, "profiles", "validate", str(f)], capture_output=True,
@@ -193,7 +192,6 @@ def test_cli_validate_broken_profile_exit_2_one_line(tmp_path):
     assert proc.stdout == ""
 
 
-@pytest.mark.slow
 def test_cli_validate_good_profile(tmp_path):
     proc = subprocess.run([sys.executable, "-c", _CLI, "profiles", "validate", str(PROFILE_DIR / "devboard.yaml")],
                           capture_output=True, text=True, cwd=ROOT, timeout=60)
