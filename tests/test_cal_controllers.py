@@ -215,3 +215,25 @@ def test_settings_are_validated():
         DualLoop(DualLoopSettings(), rate_tol=0.1)
     with pytest.raises(ValueError, match="unknown controller"):
         make_controller("pid")
+
+
+def test_the_report_reads_the_figures_and_estimates_the_run_recorded(tmp_path):
+    """The report's before/after histograms are the run's own measured figures, with the controller's estimates of
+    offsets and excitatory sensitivities (saved in history.npz), not re-derived from codes."""
+    from calibrate.report import history_figures
+
+    res = calibrate(PowerLawPlant(32, seed=11), DualLoop(budget_ms=10_000), targets=Targets(10.0))
+    res.history.save(tmp_path / "h.npz")
+    h = History.load(tmp_path / "h.npz")
+    hf = history_figures(h)
+    for side, fig in (("before", res.before), ("after", res.after)):
+        bal = hf[side]["balance"]
+        fin = bal[np.isfinite(bal)]
+        assert float(np.median(fin)) == fig.balance_median and float(np.quantile(fin, 0.95)) == fig.balance_p95
+        np.testing.assert_array_equal(hf[side]["rates"], fig.rates_hz)
+    np.testing.assert_array_equal(h.figures["offset_pa"], res.balance_reference.offset_pa)
+    np.testing.assert_array_equal(h.figures["exc_pa_per_gain"], res.balance_reference.exc_pa_per_gain)
+    # a controller without a balance reference: rates, and no balance to show
+    res = calibrate(PowerLawPlant(16, seed=12), RateOnly(window_ms=500, budget_ms=2000), targets=Targets(10.0))
+    hf = history_figures(res.history)
+    assert hf["after"]["balance"] is None and res.after.balance_median is None and res.balance_reference is None

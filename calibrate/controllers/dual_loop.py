@@ -32,7 +32,7 @@ estimate, balanced like the others, and reported.
 from __future__ import annotations
 
 from dataclasses import asdict
-from typing import Optional, Sequence, Union
+from typing import Optional, Sequence
 
 import numpy as np
 
@@ -45,7 +45,7 @@ from .group_loop import GroupRateLoop
 from .lattice import CodeLattice
 from .population import PopulationRateLoop
 from .settings import DualLoopSettings
-from .state import LoopObservation, LoopState
+from .state import LoopObservation, LoopState, RateLoop
 
 __all__ = ["DualLoop", "ProxySampler"]
 
@@ -110,7 +110,7 @@ class DualLoop(Controller):
         self.stopped: Optional[StopReason] = None
         self.rate_loop = self._rate_loop(ln_s, ln_r)
 
-    def _rate_loop(self, ln_s: np.ndarray, ln_r: np.ndarray) -> Union[GroupRateLoop, PopulationRateLoop]:
+    def _rate_loop(self, ln_s: np.ndarray, ln_r: np.ndarray) -> RateLoop:
         """Loop 2 for this chip: per population when the targets name E and I populations on per-neuron knobs
         (recurrent chips; ``population_mode`` forces it either way), else per knob group."""
         inh = self.targets.inh_mask
@@ -231,6 +231,7 @@ class DualLoop(Controller):
             ycnt[ok] += 1
         self.spikes_any |= counts > 0
         loop2 = self.rate_loop
+        # the Fano sample counts the neurons live before this window (a neuron's first spike gives it no history)
         loop2.fano.add(loop2.fano_sample([m.spike_counts for m in measurements], ~self.dead), T)
         # dead: no spike in any window, the excitation-only probe included (a live neuron fires hard there)
         self.dead = ~self.spikes_any

@@ -2,14 +2,15 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Optional
+from typing import Optional, Protocol, Sequence
 
 import numpy as np
 
-from .base import StopReason
+from .base import LoopRecord, StopReason
+from .fano import FanoEstimate
 from .lattice import CodeLattice
 
-__all__ = ["LoopState", "LoopObservation", "Schedule"]
+__all__ = ["LoopState", "LoopObservation", "Schedule", "RateLoop"]
 
 
 @dataclass
@@ -62,3 +63,31 @@ class Schedule:
 
     next_ms: float
     stop: Optional[StopReason] = None
+
+
+class RateLoop(Protocol):
+    """Loop 2 as the dual loop drives it: ``GroupRateLoop`` (one scale per knob group) or ``PopulationRateLoop``
+    (one scale per population of a recurrent chip)."""
+
+    fano: FanoEstimate  # the one Fano estimate of what this loop estimates
+    ratios_frozen: bool  # loop 1 leaves the ratios alone from now on
+
+    @property
+    def rate_tol(self) -> float: ...
+
+    @property
+    def slopes(self) -> tuple[np.ndarray, float]: ...  # d ln rate / d ln s per group, d ln rate / d ln r
+
+    @property
+    def beta(self) -> float: ...
+
+    @property
+    def gamma(self) -> float: ...
+
+    def fano_sample(self, sub_counts: Sequence[np.ndarray], live: np.ndarray) -> Optional[float]: ...
+
+    def step(self, state: LoopState, lattice: CodeLattice, obs: LoopObservation) -> None: ...
+
+    def schedule(self, state: LoopState, obs: LoopObservation, balance_ms: float) -> Schedule: ...
+
+    def record(self, fields: dict) -> LoopRecord: ...
