@@ -296,7 +296,7 @@ def spectrum_png(
 
 def mode_png(modes: Sequence[Optional[DampedMode]], labels: Sequence[str], *, dpi: int = 80) -> bytes:
     """The regression slopes r_k of the dominant-mode fit and the fitted damped oscillations, one colour per state
-    (grey before, blue after, as :mod:`calibrate.diagnostics_plots`)."""
+    (grey before, blue after, as the other plots of this module)."""
     fig = Figure(figsize=(5.4, 3.6))
     FigureCanvasAgg(fig)
     ax = fig.add_subplot(1, 1, 1)
