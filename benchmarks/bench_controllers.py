@@ -64,7 +64,7 @@ def run_one(profile: str, name: str, replay_s: float = 60.0, probe_replay_s: flo
     return {"profile": profile, "controller": name, "iterations": res.iterations, "model_s": res.model_ms / 1e3,
             "wall_s": wall, "rate_mean_hz": final.rate_mean_hz, "rate_cv": final.rate_cv_deconvolved,
             "balance_p95": final.balance_p95, "group_rate_err": final.group_rate_err_max,
-            "group_balance": final.group_balance_max, "unreachable": st["unreachable"], "dead": st["dead"],
+            "group_balance": final.group_balance_max, "unreachable": st.unreachable, "dead": st.dead,
             "time_to_tol_s": reached}
 
 

@@ -17,7 +17,7 @@ from calibrate.diagnostics import (
     branching_ratio_mr,
     diagnose,
     ei_cofluctuation,
-    fano_factor,
+    spike_count_fano,
     isi_cv,
     isi_cv2,
     population_counts,
@@ -158,7 +158,7 @@ def _bench_stages(rec: Recording) -> List[Dict[str, Any]]:
 
     t, ids = timed("sort spikes by neuron", lambda: sort_by_neuron(rec.spike_times_ms(), rec.spike_ids))
     timed("ISI CV + CV2", lambda: (isi_cv(t, ids, n), isi_cv2(t, ids, n)))
-    timed("Fano factor, 5 windows", lambda: fano_factor(t, ids, n, 0.0, rec.duration_ms))
+    timed("Fano factor, 5 windows", lambda: spike_count_fano(t, ids, n, 0.0, rec.duration_ms))
     exc = rec.exc_mask()
     k = int(round(1.0 / dt))
     ce = timed(

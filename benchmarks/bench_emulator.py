@@ -23,7 +23,7 @@ from typing import Any, Callable, Dict, List
 
 import numpy as np
 
-from hw_models.cli import simulate_summary
+from calibrate.figures import window_summary
 from hw_models.emulator import NumpyDevice
 from hw_models.profile import list_profiles, load_profile
 
@@ -149,7 +149,7 @@ def spread(duration_ms: float = SPREAD_MS) -> List[Dict[str, Any]]:
         t = time.perf_counter()
         st = dev.run_true(duration_ms)
         wall = time.perf_counter() - t
-        s = simulate_summary(st.rates_hz, st.iexc, st.ibal, dev.chip.dead)
+        s = window_summary(st.rates_hz, st.iexc, st.ibal, dev.chip.dead)
         rows.append({"kind": "spread", "profile": name, "model": dev.profile.model, "n": dev.chip.n, "seed": SEED,
                      "duration_s": duration_ms / 1e3, "wall_s": wall, **s})
     return rows

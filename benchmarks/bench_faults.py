@@ -30,6 +30,7 @@ import time
 from pathlib import Path
 from typing import Any, Dict, List
 
+from calibrate.cli.exits import exit_code_for
 from firmware_bridge import faultsim as F
 from firmware_bridge.firmware.board import Board
 from firmware_bridge.testing import REPO_ROOT, pty_noisy_flash
@@ -110,7 +111,7 @@ def noise_rows() -> List[Dict[str, Any]]:
                 "old": sum(r.outcome == "gave up, old table" for r in rs),
                 "new": sum(r.outcome == "gave up, new table" for r in rs),
                 "wrong": sum(r.outcome == "wrong" or not r.rerun_ok for r in rs),
-                "codes": sorted({r.exit_code for r in rs}),
+                "codes": sorted({0 if r.error is None else int(exit_code_for(r.error)) for r in rs}),
                 "wall_s": statistics.median(r.wall_s for r in rs),
                 "kib_s": statistics.median(r.table_bytes / 1024 / r.wall_s for r in ok) if ok else float("nan"),
                 "resends": statistics.median(r.resends for r in rs),
@@ -126,7 +127,7 @@ def noise_rows() -> List[Dict[str, Any]]:
             "old": sum(r.outcome == "gave up, old table" for r in rs),
             "new": sum(r.outcome == "gave up, new table" for r in rs),
             "wrong": sum(r.outcome == "wrong" or not r.rerun_ok or not r.line_names_table for r in rs),
-            "codes": sorted({r.exit_code for r in rs}),
+            "codes": sorted({0 if r.error is None else int(exit_code_for(r.error)) for r in rs}),
             "ci": wilson(ok, len(rs)),
             "resends": statistics.mean(r.resends for r in rs), "timeouts": statistics.mean(r.timeouts for r in rs),
             "att_per_req": sum(r.attempts for r in rs) / max(1, sum(r.requests for r in rs)),

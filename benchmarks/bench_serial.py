@@ -1,7 +1,7 @@
 """The serial bridge over a real pty: HELLO round trip, MEASURE, flash throughput, and flashing over a noisy link.
 
 ``run()`` returns one row per measurement; ``main()`` prints them as a table. Every board here is the board
-emulator in a separate process (``python -m firmware_bridge board-emulator``) behind a pseudo-terminal, as a
+emulator in a separate process (``eical board-emulator``) behind a pseudo-terminal, as a
 board behind USB would be; ptys ignore the baud rate, so these are the software's own costs (the wire time at a
 real baud rate comes on top: 64 KiB take about 5.8 s at 115200 baud, 0.73 s at 921600).
 

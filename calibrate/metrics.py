@@ -2,13 +2,13 @@
 
 A controller only ever sees measurements; to judge it we replay the emulated chip at its final codes for a long
 window and read the *true* window statistics (no ADC): rates, and the balance proxy's two parts. Definitions
-(issue 4, MODEL.md 1):
+(docs/model.md 1, docs/controller.md "verifying a calibration"):
 
 - rate CV: std/mean across live neurons of the replay's rates. A replay of T seconds adds counting noise of
   variance F/(r T) to each rate; we report the raw CV, the counting CV ``sqrt(mean(F_i/(r_i T)))`` and the
-  deconvolved ``sqrt(max(CV^2 - counting^2, 0))`` (controller_literature.md 5.2, "verifying a calibration").
-- balance index of a neuron: ``|<Ibal>| / <ge (EE - Vbal)>`` (cond_lif) or ``|<Iampa - Igaba>| / <Iampa>`` (dpi).
-- counting floor of a calibration that spent model time T at target rate r: ``sqrt(F / (r T))``.
+  deconvolved ``sqrt(max(CV^2 - counting^2, 0))``.
+- balance index of a neuron: :func:`calibrate.figures.balance_index` of its true current means.
+- counting floor of a calibration that spent model time T at target rate r: :func:`calibrate.figures.counting_floor`.
 """
 from __future__ import annotations
 
@@ -18,7 +18,9 @@ from typing import Mapping, Optional
 
 import numpy as np
 
-__all__ = ["TrueFigures", "true_figures", "counting_floor", "fano_factor"]
+from .figures import balance_index, counting_floor, counting_noise_fano, exc_mask, target_rates
+
+__all__ = ["TrueFigures", "true_figures", "counting_floor"]
 
 
 @dataclass
@@ -40,36 +42,6 @@ class TrueFigures:
 
     def to_dict(self) -> dict:
         return {k: (None if v is None else float(v)) for k, v in asdict(self).items()}
-
-
-def counting_floor(rate_hz: float, model_s: float, fano: float = 1.0) -> float:
-    return math.sqrt(fano / (rate_hz * model_s))
-
-
-def fano_factor(counts: np.ndarray, remove_common: bool = True) -> float:
-    """Median over neurons of var/mean of spike counts across sub-windows; ``counts``: [windows, neurons].
-
-    With ``remove_common`` the population's common fluctuation (shared inputs make every neuron fire more in the
-    same window) is taken out first: it inflates each neuron's variance but does not spread neurons apart, so it
-    is not part of the counting noise of a rate *spread*."""
-    m = counts.mean(axis=0)
-    ok = m > 0
-    if not ok.any() or counts.shape[0] < 2:
-        return float("nan")
-    c = counts[:, ok]
-    if remove_common:
-        total = c.sum(axis=1, keepdims=True)
-        c = c - m[ok][None, :] * (total / total.mean())
-    return float(np.median(c.var(axis=0, ddof=1) / m[ok]))
-
-
-def _targets_of(profile, n: int, rate_hz: Optional[float]) -> np.ndarray:
-    t = profile["targets"]
-    out = np.full(n, float(rate_hz if rate_hz is not None else t["rate_hz"]))
-    rec = profile["recurrent"]
-    if rec is not None and t.get("rate_inh_hz") is not None:
-        out[rec["n_exc"]:] = t["rate_inh_hz"]
-    return out
 
 
 def true_figures(profile, seed: int, codes: Mapping[str, np.ndarray], *, replay_s: float = 100.0,
@@ -104,22 +76,21 @@ def true_figures(profile, seed: int, codes: Mapping[str, np.ndarray], *, replay_
     T = replay_s
     rates = counts.sum(axis=0) / T
     # the spread that matters is relative to each neuron's own target (E and I may differ)
-    tgt = _targets_of(dev.profile, dev.chip.n, target_rate_hz)
+    tgt = target_rates(dev.profile, target_rate_hz)
     r = (rates / tgt * float(np.mean(tgt[live])))[live]
     mean = float(r.mean())
     cv = float(r.std() / mean) if mean > 0 else float("inf")
-    F = fano_factor(counts[:, live])
+    F = counting_noise_fano(counts[:, live])
     with np.errstate(divide="ignore", invalid="ignore"):
         counting_cv = float(math.sqrt(np.mean(F / np.maximum(r, 1e-9) / T)))  # rms relative sd per neuron
-        bi = np.abs(iexc + iinh) / np.abs(iexc)
-    bi_live = bi[live]
+    bi_all = balance_index(iexc + iinh, iexc)[live]
+    bi_live = bi_all[np.isfinite(bi_all)]  # a live neuron without excitatory drive has no balance index
     out = TrueFigures(replay_s=T, rate_mean_hz=mean, rate_cv=cv, counting_cv=counting_cv,
                       rate_cv_deconvolved=float(math.sqrt(max(cv ** 2 - counting_cv ** 2, 0.0))), fano=F,
                       balance_median=float(np.median(bi_live)), balance_p95=float(np.quantile(bi_live, 0.95)),
-                      frac_balanced_005=float(np.mean(bi_live <= 0.05)), live=int(live.sum()))
-    rec = dev.profile["recurrent"]
-    if rec is not None:
-        exc = np.arange(dev.chip.n) < rec["n_exc"]
+                      frac_balanced_005=float(np.mean(bi_all <= 0.05)), live=int(live.sum()))
+    exc = exc_mask(dev.profile)
+    if exc is not None:
         out.rate_mean_exc_hz = float(rates[live & exc].mean())
         out.rate_mean_inh_hz = float(rates[live & ~exc].mean())
     ke = dev.knobs["gain_e"]
@@ -132,5 +103,5 @@ def true_figures(profile, seed: int, codes: Mapping[str, np.ndarray], *, replay_
         out.group_rate_err_max = float(np.max(np.abs(gr / tgt - 1)))
         ge = np.bincount(g, weights=iexc, minlength=ke.n_groups)
         gb = np.bincount(g, weights=iexc + iinh, minlength=ke.n_groups)
-        out.group_balance_max = float(np.max(np.abs(gb) / np.abs(ge)))
+        out.group_balance_max = float(np.max(balance_index(gb, ge)))
     return out

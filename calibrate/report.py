@@ -26,60 +26,16 @@ def _png(fig) -> str:
     return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode()
 
 
-def _loop_groups(hist) -> list[list[int]]:
-    """Indices of history windows grouped by iteration, loop windows only."""
-    groups: dict[int, list[int]] = {}
-    for i, (k, it) in enumerate(zip(hist.kind, hist.iteration)):
-        if k in ("loop", "verify"):
-            groups.setdefault(it if k == "loop" else -1, []).append(i)
-    keys = sorted(k for k in groups if k >= 0) + ([-1] if -1 in groups else [])
-    return [groups[k] for k in keys]
-
-
 def history_figures(hist) -> dict:
-    """Per-neuron measured figures before (first loop iteration) and after (last loop or verify windows), from the
-    recorded windows only: rates, and the balance index |proxy - offset| / (gain_e a) where a neuron's offset
-    (null windows) and excitatory part a (excitation-only probe) were read."""
-    groups = _loop_groups(hist)
-    if not groups:
+    """Per-neuron measured figures before (first loop iteration) and after (last loop or verify windows), as the run
+    recorded them (``History.figures``): rates, and the balance index ``|proxy - offset| / (gain_e a)`` with the
+    controller's own estimates of the offsets and of ``a`` (per knob group for shared knobs). Empty for a run
+    without loop windows; balance None for a controller without a balance reference."""
+    f = hist.figures
+    if "before_rates_hz" not in f or "after_rates_hz" not in f:
         return {}
-    n = hist.spike_counts[0].shape[0]
-    off_sum, off_n = np.zeros(n), np.zeros(n)
-    a_sum, a_n = np.zeros(n), np.zeros(n)
-    for i, k in enumerate(hist.kind):
-        p = hist.proxy_pa[i].astype(float)
-        ok = np.isfinite(p)
-        if k == "null":
-            off_sum[ok] += p[ok]
-            off_n[ok] += 1
-    off = np.where(off_n > 0, off_sum / np.maximum(off_n, 1), 0.0)
-    for i, k in enumerate(hist.kind):
-        if k == "exc_probe":
-            p = hist.proxy_pa[i].astype(float)
-            ok = np.isfinite(p)
-            ge = hist.codes_e[i].astype(float)
-            # per neuron: code of its group; the report knows only codes, so a is per unit code
-            g = ge if ge.shape[0] == n else np.repeat(ge, n // max(ge.shape[0], 1))
-            a_sum[ok] += (p - off)[ok] / np.maximum(g[ok], 1.0)
-            a_n[ok] += 1
-    a_code = np.where(a_n > 0, a_sum / np.maximum(a_n, 1), np.nan)
-
-    def figs(idx):
-        counts = sum(hist.spike_counts[i].astype(float) for i in idx)
-        T = sum(hist.window_ms[i] for i in idx) * 1e-3
-        ys, yn = np.zeros(n), np.zeros(n)
-        for i in idx:
-            p = hist.proxy_pa[i].astype(float)
-            ok = np.isfinite(p)
-            ys[ok] += (p - off)[ok]
-            yn[ok] += 1
-        ge = hist.codes_e[idx[0]].astype(float)
-        g = ge if ge.shape[0] == n else np.repeat(ge, n // max(ge.shape[0], 1))
-        with np.errstate(invalid="ignore", divide="ignore"):
-            bal = np.where(yn > 0, np.abs(ys / np.maximum(yn, 1)) / (g * a_code), np.nan)
-        return {"rates": counts / T, "balance": bal, "window_s": T}
-
-    return {"before": figs(groups[0]), "after": figs(groups[-1])}
+    return {side: {"rates": f[f"{side}_rates_hz"], "balance": f.get(f"{side}_balance")}
+            for side in ("before", "after")}
 
 
 def _plots(summary: dict, hist) -> list[tuple[str, str]]:
@@ -96,15 +52,16 @@ def _plots(summary: dict, hist) -> list[tuple[str, str]]:
         rb, ra = hf["before"]["rates"], hf["after"]["rates"]
         hi = max(np.nanpercentile(np.concatenate([rb, ra]), 99.5), 2 * tgt)
         bins = np.linspace(0, hi, 50)
-        ax[0].hist(rb, bins=bins, alpha=0.6, label=f"before ({hf['before']['window_s']:.1f} s window)")
-        ax[0].hist(ra, bins=bins, alpha=0.6, label=f"after ({hf['after']['window_s']:.1f} s window)")
+        ax[0].hist(rb, bins=bins, alpha=0.6, label=f"before ({summary['before']['window_s']:.1f} s window)")
+        ax[0].hist(ra, bins=bins, alpha=0.6, label=f"after ({summary['after']['window_s']:.1f} s window)")
         ax[0].axvline(tgt, color="k", lw=1, ls="--", label="target")
         ax[0].set_xlabel("measured rate (Hz)")
         ax[0].set_ylabel("neurons")
         ax[0].legend(fontsize=8)
         ax[0].set_title("Rates")
         bb, ba = hf["before"]["balance"], hf["after"]["balance"]
-        fin = np.concatenate([bb[np.isfinite(bb)], ba[np.isfinite(ba)]])
+        have = bb is not None and ba is not None
+        fin = np.concatenate([bb[np.isfinite(bb)], ba[np.isfinite(ba)]]) if have else np.zeros(0)
         if fin.size:
             bins = np.linspace(0, max(np.percentile(fin, 99), 0.06), 50)
             ax[1].hist(bb[np.isfinite(bb)], bins=bins, alpha=0.6, label="before")
@@ -112,7 +69,8 @@ def _plots(summary: dict, hist) -> list[tuple[str, str]]:
             ax[1].axvline(0.05, color="k", lw=1, ls="--", label="0.05")
             ax[1].legend(fontsize=8)
         ax[1].set_xlabel("measured balance index |I_bal| / I_exc")
-        ax[1].set_title("E/I balance (neurons whose proxy was read)")
+        ax[1].set_title("E/I balance (neurons or knob groups whose proxy was read)" if have
+                        else "E/I balance: not estimated by this controller")
         out.append(("Rate and balance before and after", _png(fig)))
     its = [r for r in hist.iterations if r.get("rate_mean_hz") is not None]
     if its:

@@ -7,8 +7,9 @@ Installed with eical, it gives every test session three fixtures and an assertio
         assert_calibrated(result, rate_cv=0.05, balance=0.05)
 
 - ``eical_chip(profile, seed, **kw)``: a seeded emulated chip (``NumpyDevice``), closed after the test;
-- ``eical_calibrate(controller, profile=..., seed=..., target_rate_hz=..., **run_kw)``: runs
-  ``calibrate.run.calibrate`` on such a chip and returns the ``CalibrationResult``;
+- ``eical_calibrate(controller, profile=..., seed=..., target_rate_hz=..., **session_kw)``: runs the calibration
+  session (``calibrate.session.run_calibration``, the one ``eical calibrate`` runs) on such a chip and returns its
+  ``CalibrationResult``;
 - ``eical_targets``: the default ``Targets`` (10 Hz, zero proxy);
 - ``assert_calibrated(result, ...)`` (import it from ``calibrate.testing``): replays the emulated chip at the
   result's codes on independent inputs and checks the true figures; raises ``AssertionError`` with every figure.
@@ -43,12 +44,14 @@ def assert_calibrated(result, *, rate_cv: float = 0.05, balance: float = 0.05, b
         index (default: rate_err and balance).
     replay_s: replay length; profile: the profile (default: looked up from the result's chip).
 
-    Every neuron must be accounted for: calibrated + unreachable + dead = N.
+    Every neuron must be accounted for: calibrated + unreachable + dead = N, the chip's neuron count. ``result`` is a
+    ``CalibrationResult`` or a session's ``CalibrationOutcome``.
     """
     import numpy as np
 
     from .metrics import true_figures
 
+    result = getattr(result, "result", result)  # a CalibrationOutcome carries its CalibrationResult
     ident = result.identity
     if ident.seed is None:
         raise AssertionError("assert_calibrated judges emulated chips (it replays them); this chip has no seed")
@@ -56,10 +59,10 @@ def assert_calibrated(result, *, rate_cv: float = 0.05, balance: float = 0.05, b
     fig = true_figures(profile if profile is not None else ident.profile, ident.seed, result.codes,
                        replay_s=replay_s, target_rate_hz=result.targets.rate_hz)
     check = CalibrationCheck(fig.to_dict())
-    check.update(neurons=st, model_time_s=result.model_ms / 1e3, iterations=result.iterations)
+    check.update(neurons=st.to_dict(), model_time_s=result.model_ms / 1e3, iterations=result.iterations)
     problems = []
-    if st["calibrated"] + st["unreachable"] + st["dead"] != st["n"]:
-        problems.append(f"neuron accounting: {st}")
+    if st.calibrated + st.unreachable + st.dead != ident.n_neurons:
+        problems.append(f"neuron accounting: {st.to_dict()} on a chip of {ident.n_neurons} neurons")
     err = abs(fig.rate_mean_hz / result.targets.rate_hz - 1)
     shared = result.codes["gain_e"].shape[0] < ident.n_neurons
     if shared:
@@ -122,13 +125,13 @@ def eical_chip():
 
 @pytest.fixture
 def eical_calibrate(eical_chip):
-    """Factory: ``eical_calibrate(controller, profile="devboard", seed=0, target_rate_hz=None, **run_kw)`` runs a
-    calibration on a fresh seeded chip and returns the ``CalibrationResult``."""
-    from .controllers import Targets
-    from .run import calibrate
+    """Factory: ``eical_calibrate(controller, profile="devboard", seed=0, target_rate_hz=None, **session_kw)`` runs
+    the calibration session on a fresh seeded chip and returns its ``CalibrationResult``."""
+    from .session import run_calibration
 
-    def run(controller, profile: str = "devboard", seed: int = 0, target_rate_hz: Optional[float] = None, **run_kw):
+    def run(controller, profile: str = "devboard", seed: int = 0, target_rate_hz: Optional[float] = None,
+            **session_kw):
         dev = eical_chip(profile, seed)
-        return calibrate(dev, controller, targets=Targets.from_profile(dev.profile, rate_hz=target_rate_hz), **run_kw)
+        return run_calibration(dev, controller=controller, target_rate_hz=target_rate_hz, **session_kw).result
 
     return run

@@ -5,7 +5,8 @@
 - ``protocol``: the host's sans-IO half of the link; ``transport``: pyserial ports, an in-process board, fault
   injection; ``client``: requests with resends and timeouts;
 - ``host.SerialDevice``: a board as a ``hw_models.Device``; ``flash``: safe flashing of gain tables;
-- ``emulator``: the board emulator behind a pty; ``cli``: ``eical flash|devices|info|board-emulator``.
+- ``emulator``: the board emulator behind a pty. The commands ``eical flash|devices|info|board-emulator`` live in
+  the CLI layer (``calibrate.cli.board``).
 
 Importing this package registers the ``eicalfault://`` pyserial URL handler.
 """

@@ -1,8 +1,9 @@
-"""Exit codes and the exception family of ``firmware_bridge``: one place, documented in docs/protocol.md.
+"""The exception family of ``firmware_bridge``: one class per kind of failure a user can see.
 
-Every exception a user can see carries ``exit_code`` (what ``eical flash``/``info`` exit with) and, where it
-is known, ``board_table``: a one-line description of the table the board runs *now*, which the CLI appends to
-every error line.
+The class *is* the kind: ``UsageError``, ``IdentityError``, ``LinkLost``, ``VerifyFailed``, ``BoardError``. The
+bridge defines no exit codes; the ``eical`` command line maps each kind to its one exit-code table
+(``calibrate.cli.exits``, documented in docs/protocol.md). Every error carries, where it is known, ``board_table``:
+a one-line description of the table the board runs *now*, which the CLI appends to every error line.
 """
 from __future__ import annotations
 
@@ -12,48 +13,8 @@ from hw_models.device import DeviceError
 
 from .firmware import wire
 
-__all__ = [
-    "EXIT_OK",
-    "EXIT_USAGE",
-    "EXIT_IDENTITY",
-    "EXIT_LINK_LOST",
-    "EXIT_VERIFY",
-    "EXIT_BOARD",
-    "EXIT_INTERRUPTED",
-    "EXIT_CODES",
-    "BridgeError",
-    "UsageError",
-    "PortError",
-    "NoSuchPort",
-    "NotASerialPort",
-    "PortBusy",
-    "NvmImageError",
-    "IdentityError",
-    "LinkLost",
-    "VerifyFailed",
-    "BoardError",
-    "status_text",
-]
-
-EXIT_OK = 0
-EXIT_USAGE = 2
-EXIT_IDENTITY = 3
-EXIT_LINK_LOST = 4
-EXIT_VERIFY = 5
-EXIT_BOARD = 6
-EXIT_INTERRUPTED = 130  # Ctrl-C (128 + SIGINT), as shells report it
-
-EXIT_CODES = {
-    EXIT_OK: "ok (including 'already up to date' and a dry run)",
-    EXIT_USAGE: "usage: bad arguments, unreadable or invalid table file, no such port or not a serial port, a file "
-    "that is not an NVM image",
-    EXIT_IDENTITY: "identity mismatch: the table was made for another chip or profile; nothing was written",
-    EXIT_LINK_LOST: "link lost: the board stopped answering (or the link is too noisy); the old table is intact "
-    "unless the error line says the commit may have gone through",
-    EXIT_VERIFY: "verify failed: what the board holds does not match the table; the old table is intact",
-    EXIT_BOARD: "board error: the board refused a request (status code in the message)",
-    EXIT_INTERRUPTED: "interrupted (Ctrl-C); the line says whether the commit could have happened",
-}
+__all__ = ["BridgeError", "UsageError", "PortError", "NoSuchPort", "NotASerialPort", "PortBusy", "NvmImageError",
+           "IdentityError", "LinkLost", "VerifyFailed", "BoardError", "status_text"]
 
 
 def status_text(status: int) -> str:
@@ -67,13 +28,9 @@ class BridgeError(DeviceError):
 
     Attributes
     ----------
-    exit_code
-        Process exit code for the CLI.
     board_table
         What the board runs now ("gen 3, crc 0x1a2b3c4d, bank B"), or None when unknown.
     """
-
-    exit_code = EXIT_BOARD
 
     def __init__(self, message: str, *, board_table: Optional[str] = None):
         super().__init__(message)
@@ -89,8 +46,6 @@ class BridgeError(DeviceError):
 
 class UsageError(BridgeError):
     """Bad input from the user: unreadable table file, bad port URL, forbidden baud rate."""
-
-    exit_code = EXIT_USAGE
 
 
 class PortError(UsageError):
@@ -121,19 +76,13 @@ class NvmImageError(UsageError, ValueError):
 class IdentityError(BridgeError):
     """The table was made for another chip (UID, profile hash or knob geometry differ). Nothing was written."""
 
-    exit_code = EXIT_IDENTITY
-
 
 class LinkLost(BridgeError):
     """The board stopped answering, the port vanished, or the link is too noisy to use."""
 
-    exit_code = EXIT_LINK_LOST
-
 
 class VerifyFailed(BridgeError):
     """The bytes on the board do not match the table (CRC or read-back)."""
-
-    exit_code = EXIT_VERIFY
 
 
 class BoardError(BridgeError):
@@ -146,8 +95,6 @@ class BoardError(BridgeError):
     request
         Name of the request it refused.
     """
-
-    exit_code = EXIT_BOARD
 
     def __init__(self, request: str, status: int, *, board_table: Optional[str] = None, detail: str = ""):
         msg = f"board refused {request}: {status_text(status)}"

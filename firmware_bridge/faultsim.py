@@ -492,14 +492,15 @@ class NoiseResult:
         ``flashed`` (the board runs the new table and the host read it back), ``gave up, old table`` (the board
         runs the complete old table), ``gave up, new table`` (the commit went through, the read-back was cut) or
         ``wrong`` (anything else: what the tests must never see).
-    exit_code, line
-        The error's exit code and one line (0 and "" when flashed).
+    error, line
+        The bridge error the flash stopped with (None when flashed; its class is the kind of failure, which
+        ``eical`` maps to an exit code) and its one line ("" when flashed).
     line_names_table
         The error line names the table the board really runs.
     """
 
     outcome: str
-    exit_code: int
+    error: Optional[BridgeError]
     line: str
     line_names_table: bool
     resends: int
@@ -535,13 +536,13 @@ def noisy_flash(rate: float, seed: int, *, kinds: Sequence[str] = ALL_FAULTS, n_
     link = FaultyTransport(inner, rate, seed, kinds)
     client = BoardClient(link)
     client.conn = ClientConnection(first_seq=seed)
-    code, line = 0, ""
+    error, line = None, ""
     try:
         flash_table(client, image(2))
     except BridgeError as e:
-        code, line = e.exit_code, e.line()
+        error, line = e, e.line()
     gen = make().store.active["gen"]
-    if code == 0:
+    if error is None:
         outcome, names = ("flashed" if gen == 2 else "wrong"), True
     else:
         outcome = {1: "gave up, old table", 2: "gave up, new table"}.get(gen, "wrong")
@@ -549,7 +550,7 @@ def noisy_flash(rate: float, seed: int, *, kinds: Sequence[str] = ALL_FAULTS, n_
     rerun = flash_table(BoardClient(BoardTransport(make)), image(2))
     st = client.stats
     faults = {k: link.tx.by_kind[k] + link.rx.by_kind[k] for k in link.tx.by_kind}
-    return NoiseResult(outcome=outcome, exit_code=code, line=line, line_names_table=names,
+    return NoiseResult(outcome=outcome, error=error, line=line, line_names_table=names,
                        resends=st.resends_nak + st.resends_damaged + st.timeouts, timeouts=st.timeouts,
                        attempts=st.attempts, requests=st.requests, sim_seconds=inner.now, faults=faults,
                        rerun_ok=rerun.outcome in ("flashed", "up-to-date") and make().store.active["gen"] == 2)

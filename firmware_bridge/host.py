@@ -17,7 +17,7 @@ from .errors import BridgeError, LinkLost
 from .firmware import messages as M
 from .transport import SerialTransport, Transport, TransportError
 
-__all__ = ["SerialDevice", "open_serial_device", "knobs_from_hello"]
+__all__ = ["SerialDevice", "open_serial_device", "knobs_from_hello", "open_client", "probe_ports"]
 
 
 def knobs_from_hello(h: Hello) -> dict[str, KnobSpec]:
@@ -149,3 +149,34 @@ class SerialDevice:
 def open_serial_device(url: str, **kwargs) -> SerialDevice:
     """Open the board at ``url`` (any pyserial URL) as a ``Device``; keyword arguments go to ``SerialDevice``."""
     return SerialDevice(url, **kwargs)
+
+
+def open_client(port: str, baud: int = 115200, timing: Optional[Timing] = None) -> BoardClient:
+    """A ``BoardClient`` on serial port (or pyserial URL) ``port``; ``LinkLost`` when the port cannot be opened."""
+    try:
+        return BoardClient(SerialTransport.open(port, baudrate=baud), timing=timing)
+    except TransportError as e:
+        raise LinkLost(f"cannot reach the board: {e}", board_table="an unknown table (the board was not reached)") \
+            from None
+
+
+def probe_ports(baud: int = 115200) -> list[dict]:
+    """HELLO (short timeout) on every port ``serial.tools.list_ports.comports()`` lists; the ones that answered:
+    port, description, serial number, and the board's uid, profile, firmware and table."""
+    from serial.tools import list_ports
+
+    found = []
+    quick = Timing(latency_s=0.15, max_attempts=2, max_timeout_s=0.3)
+    for port in sorted(list_ports.comports(), key=lambda p: p.device):
+        client = None
+        try:
+            client = open_client(port.device, baud, quick)
+            h = client.hello()
+        except (BridgeError, OSError, ValueError):
+            continue  # busy, not ours, or silent: not an eical board
+        finally:
+            if client is not None:
+                client.close()
+        found.append({"port": port.device, "description": port.description, "serial_number": port.serial_number,
+                      "uid": h.uid, "profile": h.profile, "firmware": h.firmware, "table": h.table_desc()})
+    return found

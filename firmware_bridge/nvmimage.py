@@ -14,17 +14,16 @@ CRC-32; ``firmware.nvm.pack_image_header``), then the flash bytes. docs/protocol
   expected, and the file is left exactly as it was.
 
 Images written before format 1 had no header (a bare 266,240-byte flash). They are recognised and refused with
-a message saying how to migrate them: ``python -m firmware_bridge.nvmimage migrate FILE`` (keeps the tables,
+a message saying how to migrate them: ``eical nvm migrate FILE`` (keeps the tables,
 leaves a ``.bak`` copy), or ``new=True`` to start afresh.
 """
 from __future__ import annotations
 
 import os
 import stat
-import sys
 import tempfile
 from pathlib import Path
-from typing import Optional, Sequence, Union
+from typing import Optional, Union
 
 from .errors import NvmImageError
 from .firmware import nvm
@@ -32,7 +31,7 @@ from .firmware import nvm
 __all__ = ["open_image", "inspect_image", "is_legacy_image", "migrate_legacy_image", "MIGRATE_HINT"]
 
 PathLike = Union[str, os.PathLike]
-MIGRATE_HINT = "python -m firmware_bridge.nvmimage migrate {path}"
+MIGRATE_HINT = "eical nvm migrate {path}"
 
 
 def _geometry(bank_size: int, sector_size: int) -> int:
@@ -199,26 +198,3 @@ def migrate_legacy_image(path: PathLike, *, bank_size: int = nvm.BANK_SIZE,
         backup.write_bytes(body)
     _write_fresh(p, size, sector_size, bank_size, body)
     return backup
-
-
-def main(argv: Optional[Sequence[str]] = None) -> int:
-    """``python -m firmware_bridge.nvmimage check|migrate FILE``: check an image, or migrate an old one."""
-    args = list(sys.argv[1:] if argv is None else argv)
-    if len(args) != 2 or args[0] not in ("check", "migrate"):
-        print("usage: python -m firmware_bridge.nvmimage check|migrate FILE", file=sys.stderr)
-        return 2
-    try:
-        if args[0] == "check":
-            inspect_image(args[1])
-            print(f"{args[1]}: eical NVM image, format {nvm.IMAGE_VERSION}")
-        else:
-            backup = migrate_legacy_image(args[1])
-            print(f"{args[1]}: migrated to NVM image format {nvm.IMAGE_VERSION}; the old file is {backup}")
-    except NvmImageError as e:
-        print(f"error: {e.line()}", file=sys.stderr)
-        return e.exit_code
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

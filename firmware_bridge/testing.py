@@ -1,6 +1,7 @@
 """Helpers for tests and benchmarks: a board emulator in a child process, and a board in this process.
 
-``EmulatorProcess`` starts ``python -m firmware_bridge board-emulator ...``, waits (with a deadline, no sleeps)
+``EmulatorProcess`` starts ``eical board-emulator ...`` (``python -m calibrate.cli``, the command line that wires
+the bridge; a child process, not an import), waits (with a deadline, no sleeps)
 for the pty path it prints, and can ``kill()`` it with SIGKILL, as a power cut or a yanked cable would.
 ``memory_client`` joins a ``BoardClient`` to a firmware ``Board`` in this process on a simulated clock.
 ``pty_noisy_flash`` flashes a board emulator through the fault-injecting ``eicalfault://`` URL (real time).
@@ -39,7 +40,7 @@ class EmulatorProcess:
     """
 
     def __init__(self, args: Sequence[str] = (), *, nvm: Optional[os.PathLike] = None, startup_timeout: float = 60.0):
-        cmd = [sys.executable, "-m", "firmware_bridge", "board-emulator", *args]
+        cmd = [sys.executable, "-m", "calibrate.cli", "board-emulator", *args]
         if nvm is not None:
             cmd += ["--nvm", str(nvm)]
         env = dict(os.environ)
@@ -116,7 +117,7 @@ class PtyNoiseResult:
     """One flash through ``eicalfault://`` to a board emulator (see ``faultsim.NoiseResult`` for ``outcome``)."""
 
     outcome: str
-    exit_code: int
+    error: Optional[Exception]
     line: str
     table_bytes: int
     wall_s: float
@@ -155,12 +156,12 @@ def pty_noisy_flash(workdir: Path, rate: float, seed: int, *, faults: str = "all
         flash_table(c, image(1))
         c.close()
         noisy = BoardClient(SerialTransport.open(f"eicalfault://{emu.path}?ber={rate}&seed={seed}&faults={faults}"))
-        code, line, size = 0, "", 0
+        error, line, size = None, "", 0
         t, cpu = time.perf_counter(), time.process_time()
         try:
             size = flash_table(noisy, image(2)).table_bytes
         except BridgeError as e:
-            code, line = e.exit_code, e.line()
+            error, line = e, e.line()
         wall, cpu = time.perf_counter() - t, time.process_time() - cpu
         ser = noisy.transport.ser
         kinds = {k: ser._tx.by_kind[k] + ser._rx.by_kind[k] for k in ser._tx.by_kind}
@@ -174,7 +175,7 @@ def pty_noisy_flash(workdir: Path, rate: float, seed: int, *, faults: str = "all
         exact = want is not None and data == want.payload(h)
         if not (whole and exact):
             outcome = "wrong"
-        elif code == 0:
+        elif error is None:
             outcome = "flashed" if gen == 2 else "wrong"
         else:
             outcome = "gave up, old table" if gen == 1 else "gave up, new table"
@@ -182,7 +183,7 @@ def pty_noisy_flash(workdir: Path, rate: float, seed: int, *, faults: str = "all
         rerun = flash_table(c, image(2))
         rerun_ok = rerun.outcome in ("flashed", "up-to-date") and c.hello().generation == 2
         c.close()
-    return PtyNoiseResult(outcome=outcome, exit_code=code, line=line, table_bytes=size, wall_s=wall,
+    return PtyNoiseResult(outcome=outcome, error=error, line=line, table_bytes=size, wall_s=wall,
                           host_cpu_s=cpu, resends=st.resends_nak + st.resends_damaged + st.timeouts,
                           timeouts=st.timeouts, attempts=st.attempts, requests=st.requests, faults=kinds,
                           rerun_ok=rerun_ok)

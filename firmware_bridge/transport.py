@@ -19,6 +19,7 @@ import select
 import stat
 import time
 from typing import Callable, Optional, Protocol
+from urllib.parse import parse_qs
 
 from .errors import NoSuchPort, NotASerialPort, PortBusy, PortError, UsageError
 from .firmware.nvm import PowerLoss
@@ -79,10 +80,8 @@ def check_port(url: str) -> None:
         raise NoSuchPort(f"no port given; expected {PORT_FORMS}")
     if "://" in url:
         if url.split("://", 1)[0].lower() == "eicalfault":
-            from .urlhandler.protocol_eicalfault import parse_url
-
             try:
-                inner, _, _ = parse_url(url)
+                inner = parse_fault_url(url)[0]
             except ValueError as e:
                 raise UsageError(f"invalid port {url!r}: {e}") from None
             check_port(inner)
@@ -388,3 +387,33 @@ class FaultyTransport:
 
     def close(self) -> None:
         self.inner.close()
+
+
+# -- the eicalfault:// URL (its pyserial handler is firmware_bridge.urlhandler.protocol_eicalfault) ----------
+
+FAULT_SCHEME = "eicalfault://"
+
+
+def parse_fault_url(url: str) -> tuple[str, float, int, tuple]:
+    """(inner url, byte error rate, seed, fault kinds). Raises ValueError with the expected form on a bad URL."""
+    if not url.lower().startswith(FAULT_SCHEME):
+        raise ValueError(f"expected a URL of the form {FAULT_SCHEME}<port>?ber=<rate>&seed=<n>, got {url!r}")
+    rest = url[len(FAULT_SCHEME):]
+    inner, sep, query = rest.rpartition("?")
+    if not sep:
+        inner, query = rest, ""
+    if not inner:
+        raise ValueError(f"no inner port; expected {FAULT_SCHEME}<port>?ber=<rate>&seed=<n>")
+    try:
+        q = {k: v[-1] for k, v in parse_qs(query, strict_parsing=bool(query)).items()}
+        unknown = set(q) - {"ber", "seed", "faults"}
+        if unknown:
+            raise ValueError(f"unknown option {sorted(unknown)[0]!r}")
+        ber = float(q.get("ber", 0.0))
+        seed = int(q.get("seed", 0))
+        if not 0.0 <= ber < 1.0:
+            raise ValueError(f"ber must lie in [0, 1), got {ber!r}")
+        kinds = parse_faults(q.get("faults", BYTE_FAULTS))
+    except ValueError as e:
+        raise ValueError(f"{e}; expected {FAULT_SCHEME}<port>?ber=<rate>&seed=<n>[&faults=all|bytes|frames]") from None
+    return inner, ber, seed, kinds

@@ -3,7 +3,8 @@ import numpy as np
 import pytest
 
 from calibrate.controllers import (CONTROLLERS, BinarySearch, CrossHomeostatic, DualLoop, DualLoopSettings, RateOnly,
-                                   Targets, make_controller)
+                                   StopReason, Targets, make_controller)
+from calibrate.controllers.fano import FanoEstimate, neuron_sample
 from calibrate.run import History, calibrate, replay
 from hw_models.device import Device
 
@@ -24,7 +25,7 @@ def test_dual_loop_balances_and_sets_rates_on_a_power_law_plant():
     assert abs(np.mean(rates) / 10 - 1) < 0.03
     # offsets of 15 pA (5 % of the excitatory part) were removed: balance far better than the offsets allow
     assert np.quantile(plant.true_balance(), 0.95) < 0.02
-    assert res.status.counts() == {"calibrated": 64, "unreachable": 0, "dead": 0, "n": 64}
+    assert res.status.counts().to_dict() == {"calibrated": 64, "unreachable": 0, "dead": 0, "n": 64}
 
 
 def test_without_offset_nulling_the_offset_is_mistaken_for_imbalance():
@@ -59,16 +60,15 @@ def test_without_offset_nulling_the_offset_is_mistaken_for_imbalance():
 def test_fano_estimate_is_unbiased_with_few_sub_windows():
     # counts with a known Fano factor of 2 (negative binomial), 4 sub-windows per loop window as the loop measures:
     # a median over neurons of 3-degree-of-freedom variances would come out near 0.79 * 2
-    plant = PowerLawPlant(256, seed=3)
-    ctrl = DualLoop()
-    ctrl.begin(plant.identity, plant.knobs, Targets(10.0), plant.codes)
+    est = FanoEstimate(1.0, 0.2, 5.0)
     rng = np.random.default_rng(0)
     mean, fano = 50.0, 2.0
     p = 1.0 / fano
+    live = np.ones(256, dtype=bool)
     for _ in range(20):
         sub = [rng.negative_binomial(mean * p / (1 - p), p, size=256) for _ in range(4)]
-        ctrl._update_fano(sub, 4000.0)
-    assert ctrl.fano == pytest.approx(fano, rel=0.05)
+        est.add(neuron_sample(sub, live), 4000.0)
+    assert est.value == pytest.approx(fano, rel=0.05)
 
 
 def test_the_rate_fit_sees_the_gains_the_codes_set():
@@ -86,14 +86,15 @@ def test_the_rate_fit_sees_the_gains_the_codes_set():
         for w in windows:
             plant.set_codes(w.codes)
             measurements.append(plant.measure(w.window_ms))
-        n_before = len(ctrl._rw_lnS)
-        wanted_s, wanted_r = ctrl.ln_s.copy(), ctrl.ln_r.copy()
+        n_before = len(ctrl.rate_loop.model.windows)
+        wanted_s = ctrl.state.ln_s.copy()
         ctrl.update(windows, measurements)
-        if len(ctrl._rw_lnS) > n_before:
+        seen = ctrl.rate_loop.model.windows
+        if len(seen) > n_before:
             ge, gi = ke.nominal_gain(windows[0].codes["gain_e"]), ke.nominal_gain(windows[0].codes["gain_i"])
-            np.testing.assert_allclose(ctrl._rw_lnS[-1], 0.5 * np.log(ge * gi))
-            np.testing.assert_allclose(ctrl._rw_lnR[-1], np.log(ge / gi))
-            moved = max(moved, float(np.max(np.abs(wanted_s - ctrl._rw_lnS[-1]))))
+            np.testing.assert_allclose(seen[-1].ln_s, 0.5 * np.log(ge * gi))
+            np.testing.assert_allclose(seen[-1].ln_r, np.log(ge / gi))
+            moved = max(moved, float(np.max(np.abs(wanted_s - seen[-1].ln_s))))
             checked += 1
     assert checked >= 3
     assert moved > 1e-3  # rounding did move the state, so the test tells the two apart
@@ -107,7 +108,7 @@ def test_dead_neurons_are_detected_excluded_and_reported():
     r = plant.true_rates()[live]
     assert abs(np.mean(r) / 10 - 1) < 0.05  # dead neurons do not drag the others' scale
     c = res.status.counts()
-    assert c["calibrated"] + c["unreachable"] + c["dead"] == 32
+    assert (c.calibrated, c.unreachable, c.dead) == (30, 0, 2) and c.n == plant.n  # counted against the plant
 
 
 def test_a_neuron_beyond_the_dac_range_is_unreachable_and_does_not_wind_up():
@@ -119,7 +120,7 @@ def test_a_neuron_beyond_the_dac_range_is_unreachable_and_does_not_wind_up():
     assert max(res.codes["gain_e"][5], res.codes["gain_i"][5]) >= 254
     others = np.delete(np.arange(16), 5)
     assert not res.status.unreachable[others].any()
-    assert res.status.counts()["calibrated"] == 15
+    assert res.status.counts().calibrated == 15
 
 
 def test_shared_knobs_with_one_monitored_neuron_per_core():
@@ -143,8 +144,15 @@ def test_run_is_reproducible_and_replays_without_the_chip():
     assert r1.history.equal(r2.history)
     assert all(np.array_equal(r1.codes[k], r2.codes[k]) for k in r1.codes)
     plant = PowerLawPlant(32, seed=5)
-    infos = replay(r1.history, DualLoop(budget_ms=20_000), plant.identity, plant.knobs, Targets(10.0), plant.codes)
-    assert len(infos) == len(r1.history.iterations)
+    records = replay(r1.history, DualLoop(budget_ms=20_000), plant.identity, plant.knobs, Targets(10.0), plant.codes)
+    assert len(records) == len(r1.history.iterations)
+    # the replay's records are the run's, field for field (history.npz keeps proxies as float32: close, not equal)
+    for run, rec in zip(r1.history.iterations, records):
+        again = rec.to_dict()
+        assert set(again) == set(run) - {"iteration", "model_time_s"} and again.get("phase") == run.get("phase")
+        for k, v in again.items():
+            if isinstance(v, float):
+                assert v == pytest.approx(run[k], rel=1e-3), k
 
 
 def test_history_round_trips_through_npz(tmp_path):
@@ -161,9 +169,14 @@ def test_every_controller_runs_and_accounts_for_every_neuron(name):
     kw = {"budget_ms": 20_000} if name == "dual-loop" else {"budget_ms": 20_000, "window_ms": 500}
     res = calibrate(plant, make_controller(name, **kw), targets=Targets(10.0), max_iterations=40)
     c = res.status.counts()
-    assert c["calibrated"] + c["unreachable"] + c["dead"] == 16
-    assert res.status.dead[2]
+    # counted independently of the status arrays: N from the plant, dead from the plant's dead neuron, and each
+    # neuron in exactly one category
+    assert c.n == plant.n == 16 and c.calibrated + c.unreachable + c.dead == plant.n
+    assert np.array_equal(res.status.dead, plant.dead)
+    per_neuron = res.status.calibrated.astype(int) + res.status.unreachable + res.status.dead
+    assert np.all(per_neuron == 1)
     assert res.model_ms <= 20_000 + 1e-6 + 100
+    assert res.stopped in (StopReason.CONVERGED, StopReason.BUDGET, StopReason.ITERATIONS)
 
 
 def test_rate_only_reaches_the_rate_but_not_the_balance():
@@ -202,3 +215,25 @@ def test_settings_are_validated():
         DualLoop(DualLoopSettings(), rate_tol=0.1)
     with pytest.raises(ValueError, match="unknown controller"):
         make_controller("pid")
+
+
+def test_the_report_reads_the_figures_and_estimates_the_run_recorded(tmp_path):
+    """The report's before/after histograms are the run's own measured figures, with the controller's estimates of
+    offsets and excitatory sensitivities (saved in history.npz), not re-derived from codes."""
+    from calibrate.report import history_figures
+
+    res = calibrate(PowerLawPlant(32, seed=11), DualLoop(budget_ms=10_000), targets=Targets(10.0))
+    res.history.save(tmp_path / "h.npz")
+    h = History.load(tmp_path / "h.npz")
+    hf = history_figures(h)
+    for side, fig in (("before", res.before), ("after", res.after)):
+        bal = hf[side]["balance"]
+        fin = bal[np.isfinite(bal)]
+        assert float(np.median(fin)) == fig.balance_median and float(np.quantile(fin, 0.95)) == fig.balance_p95
+        np.testing.assert_array_equal(hf[side]["rates"], fig.rates_hz)
+    np.testing.assert_array_equal(h.figures["offset_pa"], res.balance_reference.offset_pa)
+    np.testing.assert_array_equal(h.figures["exc_pa_per_gain"], res.balance_reference.exc_pa_per_gain)
+    # a controller without a balance reference: rates, and no balance to show
+    res = calibrate(PowerLawPlant(16, seed=12), RateOnly(window_ms=500, budget_ms=2000), targets=Targets(10.0))
+    hf = history_figures(res.history)
+    assert hf["after"]["balance"] is None and res.after.balance_median is None and res.balance_reference is None

@@ -1,12 +1,13 @@
-"""Balance index and conductance ratio against MODEL.md; population spectrum and its gamma peak; chi."""
+"""Balance index and conductance ratio against docs/model.md; population spectrum and its gamma peak; chi."""
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
+from calibrate import figures
 from calibrate.diagnostics import (
     Theory,
-    balance_index,
+    balance_index_of_parts,
     conductance_ratio,
     population_spectrum,
     signed_balance,
@@ -15,7 +16,7 @@ from calibrate.diagnostics import (
 
 
 def test_conductance_ratio_theory_matches_model_md():
-    # MODEL.md 1: at Vbal = -65, EE = 0, EI = -75 the balanced ratio is 10/65 = 0.1538
+    # docs/model.md 1: at Vbal = -65, EE = 0, EI = -75 the balanced ratio is 10/65 = 0.1538
     _, theory = conductance_ratio(np.ones(1), np.ones(1), vbal_mv=-65.0, ee_mv=0.0, ei_mv=-75.0)
     assert theory == pytest.approx(10 / 65)
     assert Theory(vbal_mv=-65.0, ee_mv=0.0, ei_mv=-75.0).conductance_ratio == pytest.approx(0.1538, abs=1e-4)
@@ -33,20 +34,23 @@ def test_balance_index_known_values_and_its_relation_to_the_conductance_ratio():
     factor = rng.uniform(0.2, 3.0, 1000)  # inhibition scaled away from balance by this factor
     gi = ge / theory * factor
     iexc, iinh = ge * (ee - vbal), gi * (ei - vbal)
-    bi = balance_index(iexc, iinh)
+    bi = balance_index_of_parts(iexc, iinh)
     np.testing.assert_allclose(bi, np.abs(1 - factor), atol=1e-12)  # |<Ibal>|/<Iexc>
+    # the one balance index, of the net current: the same bits
+    np.testing.assert_array_equal(bi, figures.balance_index(iexc + iinh, iexc))
     np.testing.assert_allclose(signed_balance(iexc, iinh), 1 - factor, atol=1e-12)
     ratio, th = conductance_ratio(ge, gi, vbal_mv=vbal, ee_mv=ee, ei_mv=ei)
     np.testing.assert_allclose(bi, np.abs(1 - th / ratio), atol=1e-12)
     # balanced: 0; inhibition cut to a third: 2/3 and excitation-dominated; no excitation: undefined
-    assert balance_index(np.array([55.0]), np.array([-55.0]))[0] == 0.0
+    assert balance_index_of_parts(np.array([55.0]), np.array([-55.0]))[0] == 0.0
     assert signed_balance(np.array([30.0]), np.array([-10.0]))[0] == pytest.approx(2 / 3)
-    assert np.isnan(balance_index(np.array([0.0]), np.array([-1.0]))[0])
+    assert np.isnan(balance_index_of_parts(np.array([0.0]), np.array([-1.0]))[0])
+    assert np.isnan(figures.balance_index(np.array([1.0]), np.array([0.0]))[0])
 
 
 def test_dpi_balance_index_uses_ampa_minus_gaba():
     iampa, igaba = np.array([100.0, 100.0]), np.array([100.0, 40.0])
-    np.testing.assert_allclose(balance_index(iampa, -igaba), [0.0, 0.6])
+    np.testing.assert_allclose(balance_index_of_parts(iampa, -igaba), [0.0, 0.6])
 
 
 def test_flat_spectrum_of_poisson_population():

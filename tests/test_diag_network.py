@@ -1,11 +1,11 @@
-"""A balanced chip against a broken one: a small MODEL.md cond_lif E/I network, recorded through Recorder.
+"""A balanced chip against a broken one: a small cond_lif E/I network (docs/model.md 1), recorded through Recorder.
 
-The network (written here, for the test only) follows MODEL.md 1 step by step: decay, input, exponential-Euler
+The network (written here, for the test only) follows docs/model.md 1 step by step: decay, input, exponential-Euler
 membrane, sample, spike and refractory hold. 500 neurons (400 E, 100 I), each with independent external
 Poisson excitation and inhibition and a fixed in-degree of 40 E and 10 I recurrent inputs (the previous step's
 spikes), lognormal per-neuron gain mismatch ``eps_e, eps_i`` (sigma 0.2) and threshold offsets (sd 1 mV).
 Input rates and weights are chosen so that at nominal gains the mean proxy ``Ibal`` at ``Vbal`` is zero in
-expectation whatever the rates (the E and I drives scale together, MODEL.md 6 style). "Calibrated" sets each
+expectation whatever the rates (the E and I drives scale together, as in docs/model.md 7). "Calibrated" sets each
 neuron's inhibitory gain to cancel its mismatch (``gain_i = scale * eps_e`` against ``gain_e = scale * eps_e``),
 which is where the dual-loop controller is meant to land. "Broken" cuts the inhibitory gains to a third.
 """
@@ -131,7 +131,7 @@ def test_inhibition_cut_to_a_third_is_flagged_and_each_figure_moves_as_expected(
     _, h = healthy
     _, b = broken
     assert not b.healthy
-    # balance index: from ~0 to the predicted 2/3, excitation-dominated (MODEL.md 1)
+    # balance index: from ~0 to the predicted 2/3, excitation-dominated (docs/model.md 1)
     assert "imbalanced" in b.flags
     assert b.balance_index_median == pytest.approx(2 / 3, abs=0.05)
     assert b.signed_balance_median > 0.6
@@ -139,7 +139,7 @@ def test_inhibition_cut_to_a_third_is_flagged_and_each_figure_moves_as_expected(
     # scale (Dehghani et al. 2016: balance breaks down in seizures)
     assert "ei_current_imbalance" in b.flags
     assert b.cofluct_currents.imbalance.min() > 5 * h.cofluct_currents.imbalance.max()
-    # the neurons become mean-driven: rates jump, firing turns regular (seeds/002: CV ~ sigma/sqrt(dV mu))
+    # the neurons become mean-driven: rates jump, firing turns regular (docs/diagnostics.md: CV ~ sigma/sqrt(dV mu))
     assert "mean_driven" in b.flags
     assert b.mean_rate_hz > 10 * h.mean_rate_hz and b.cv_median < 0.1
     # branching: refractory-limited regular firing anticorrelates successive bins, so no branching ratio can

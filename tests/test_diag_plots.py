@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from calibrate.diagnostics import diagnose
-from calibrate.diagnostics_plots import all_figures, isi_cv_histogram_png, raster_png
+from calibrate.diagnostics.plots import all_figures, isi_cv_histogram_png, raster_png
 from hw_models.recording import Recorder, Recording
 
 PNG = b"\x89PNG\r\n\x1a\n"

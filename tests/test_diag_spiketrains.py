@@ -10,7 +10,7 @@ from calibrate.diagnostics import (
     UNCLASSIFIED,
     classify_regime,
     diagnose,
-    fano_factor,
+    spike_count_fano,
     isi_cv,
     isi_cv2,
     mean_count_correlation,
@@ -51,7 +51,7 @@ def test_poisson_cv_and_fano_within_5_percent_of_one():
     cv = isi_cv(t, ids, 200)
     assert np.median(cv) == pytest.approx(1.0, rel=0.05)
     assert np.mean(cv) == pytest.approx(1.0, rel=0.05)
-    ff = fano_factor(t, ids, 200, 0.0, 50_000.0, windows_ms=WINDOWS)
+    ff = spike_count_fano(t, ids, 200, 0.0, 50_000.0, windows_ms=WINDOWS)
     for w, row in zip(WINDOWS, ff):
         assert np.mean(row) == pytest.approx(1.0, rel=0.05), w
     assert np.mean(isi_cv2(t, ids, 200)) == pytest.approx(1.0, rel=0.05)
@@ -84,7 +84,7 @@ def test_regular_trains_have_cv_below_0_05():
     cv = isi_cv(t, ids, n)
     assert np.nanmax(cv) < 0.05
     assert np.nanmax(isi_cv2(t, ids, n)) < 0.05
-    ff = fano_factor(t, ids, n, 0.0, t_ms, windows_ms=(1000.0,))
+    ff = spike_count_fano(t, ids, n, 0.0, t_ms, windows_ms=(1000.0,))
     assert np.nanmax(ff) < 0.1  # periodic: the count in long windows hardly varies
     assert (classify_regime(cv) == MEAN_DRIVEN).all()
 
@@ -95,7 +95,7 @@ def test_gamma_renewal_cv_is_one_over_sqrt_shape(shape):
     cv = isi_cv(t, ids, 150)
     assert np.median(cv) == pytest.approx(1.0 / np.sqrt(shape), rel=0.05)
     # For a renewal process the long-window Fano factor tends to CV^2 (Cox 1962).
-    ff = fano_factor(t, ids, 150, 0.0, 40_000.0, windows_ms=(1000.0,))
+    ff = spike_count_fano(t, ids, 150, 0.0, 40_000.0, windows_ms=(1000.0,))
     assert np.nanmean(ff) == pytest.approx(1.0 / shape, rel=0.15)
 
 
@@ -115,7 +115,7 @@ def test_too_few_spikes_give_nan_and_sorting_is_robust():
     assert cv[0] == pytest.approx(0.0) and np.isnan(cv[1]) and np.isnan(cv[2])  # ISIs 2, 2 -> CV 0
     ts, ii = sort_by_neuron(t, ids)
     assert ii.tolist() == [0, 0, 0, 1, 1] and ts.tolist() == [1.0, 3.0, 5.0, 2.0, 10.0]
-    ff = fano_factor(t, ids, 3, 0.0, 10.0, windows_ms=(100.0,))
+    ff = spike_count_fano(t, ids, 3, 0.0, 10.0, windows_ms=(100.0,))
     assert np.isnan(ff).all()  # no complete window
 
 

@@ -6,8 +6,8 @@ import json
 import numpy as np
 import pytest
 
-from calibrate import cli, diagnose_cmd
-from calibrate.report_diagnostics import record_chip
+from calibrate.cli import main
+from calibrate.diagnostics.recording import record_chip
 from hw_models.emulator import NumpyDevice, nominal_codes
 from hw_models.recording import Recording
 from hw_models.table import GainTable
@@ -16,21 +16,13 @@ PROFILE = "devboard"  # 32 neurons: a 2 s recording costs about half a second
 
 
 @pytest.fixture
-def eical(monkeypatch, capsys):
-    """Run ``eical ARGS`` in-process; returns (exit code, stdout, stderr).
-
-    ``diagnose`` is registered here when the main parser does not have it yet (``calibrate.cli`` wires the
-    subcommand groups; until ``diagnose_cmd.add_subcommands`` is among them the test adds it).
-    """
-    sub = next(a for a in cli.build_parser()._actions if a.__class__.__name__ == "_SubParsersAction")
-    if "diagnose" not in sub.choices:
-        regs = cli._registrars()
-        monkeypatch.setattr(cli, "_registrars", lambda: regs + [diagnose_cmd.add_subcommands])
+def eical(capsys):
+    """Run ``eical ARGS`` in-process; returns (exit code, stdout, stderr)."""
 
     def run(*argv):
         capsys.readouterr()
         try:
-            code = cli.main([str(a) for a in argv])
+            code = main([str(a) for a in argv])
         except SystemExit as e:  # argparse
             code = e.code
         out = capsys.readouterr()
@@ -45,19 +37,11 @@ def nominal_run(tmp_path_factory):
     import contextlib
     import io
 
-    regs = cli._registrars()
-    sub = next(a for a in cli.build_parser()._actions if a.__class__.__name__ == "_SubParsersAction")
-    orig = cli._registrars
-    if "diagnose" not in sub.choices:
-        cli._registrars = lambda: regs + [diagnose_cmd.add_subcommands]
     out_dir = tmp_path_factory.mktemp("dx") / "out"
     buf = io.StringIO()
-    try:
-        with contextlib.redirect_stdout(buf):
-            code = cli.main(["diagnose", "--profile", PROFILE, "--seed", "1", "--duration", "2", "--out",
-                             str(out_dir), "--json", "--save-recording"])
-    finally:
-        cli._registrars = orig
+    with contextlib.redirect_stdout(buf):
+        code = main(["diagnose", "--profile", PROFILE, "--seed", "1", "--duration", "2", "--out", str(out_dir),
+                     "--json", "--save-recording"])
     return code, buf.getvalue(), out_dir
 
 

@@ -1,10 +1,10 @@
-"""The dominant mode of population activity (``report_diagnostics.damped_mode``) on processes with known answers."""
+"""The dominant mode of population activity (``calibrate.diagnostics.mode.damped_mode``) on processes with known answers."""
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from calibrate.report_diagnostics import damped_mode
+from calibrate.diagnostics import damped_mode
 
 
 def branching_process(m: float, h: float, n_steps: int, seed: int) -> np.ndarray:

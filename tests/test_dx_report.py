@@ -8,19 +8,11 @@ import re
 
 import pytest
 
-from calibrate.report_diagnostics import (
-    FIGURE_NAMES,
-    JSON_FILE,
-    SECTION_FILE,
-    SECTION_TITLE,
-    calibration_section,
-    diagnose_codes,
-    diagnostics_section,
-    exc_mask_of,
-    headline,
-    profile_meta,
-    saved_section,
-)
+from calibrate.diagnostics import headline
+from calibrate.diagnostics.recording import diagnose_codes, profile_meta
+from calibrate.diagnostics.render import FIGURE_NAMES, diagnostics_section
+from calibrate.diagnostics.report import JSON_FILE, SECTION_FILE, SECTION_TITLE, diagnose_calibration, saved_section
+from calibrate.figures import exc_mask
 from hw_models.emulator import NumpyDevice, nominal_codes
 from hw_models.profile import Profile, load_profile
 
@@ -51,9 +43,9 @@ def pair():
 def test_profile_meta_and_populations():
     prof = small_recurrent_profile()
     assert profile_meta(prof) == {"model": "cond_lif", "vbal_mv": -52.0, "ee_mv": 0.0, "ei_mv": -80.0}
-    m = exc_mask_of(prof)
+    m = exc_mask(prof)
     assert m.sum() == 160 and m[:160].all() and not m[160:].any()
-    assert exc_mask_of(load_profile("bss2")) is None
+    assert exc_mask(load_profile("bss2")) is None
     assert profile_meta(load_profile("dynapse2"))["vbal_mv"] is None  # dpi: no conductance-ratio theory
 
 
@@ -101,7 +93,7 @@ def test_single_state_section(pair):
 
 def test_headline_is_json_and_matches_the_diagnosis(pair):
     _, (d, rec), _ = pair
-    h = headline(d, rec)
+    h = headline(d, rec).to_dict()
     json.dumps(h)  # plain types only
     assert h["flags"] == d.flags and h["healthy"] == d.healthy
     exc = rec.exc_mask()
@@ -115,14 +107,17 @@ def test_headline_is_json_and_matches_the_diagnosis(pair):
         assert h["branching_m"] is None and h["branching_fit_ok"] is False
 
 
+@pytest.mark.slow
 def test_calibration_section_writes_its_files_and_the_report_embeds_it(tmp_path):
-    from calibrate.commands import run_calibration
     from calibrate.report import write_report
+    from calibrate.session import run_calibration
 
     dev = NumpyDevice("devboard", 1)
-    result, _, _ = run_calibration(dev, out=tmp_path, report=False, budget_s=3, max_iterations=3)
-    sec = calibration_section(tmp_path, dev, None, result.codes, duration_s=1.0, n_boot=20)
-    assert sec is not None and sec[0] == SECTION_TITLE
+    outcome = run_calibration(dev, out=tmp_path, report=False, budget_s=3, max_iterations=3)
+    dx = diagnose_calibration(dev, None, outcome.result.codes, duration_s=1.0, n_boot=20)
+    assert dx is not None
+    sec = dx.write(tmp_path)
+    assert sec[0] == SECTION_TITLE
     assert (tmp_path / SECTION_FILE).read_text().strip() == sec[1].strip()
     doc = json.loads((tmp_path / JSON_FILE).read_text())
     assert set(doc) == {"run", "before", "after"}
@@ -143,5 +138,5 @@ def test_no_section_for_a_board(tmp_path):
     class Board:
         identity = None
 
-    assert calibration_section(tmp_path, Board(), None, {}) is None
+    assert diagnose_calibration(Board(), None, {}) is None
     assert saved_section(tmp_path) is None and not (tmp_path / JSON_FILE).exists()

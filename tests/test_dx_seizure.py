@@ -6,13 +6,13 @@ nominal codes. The seizure-like chip is the same chip with every neuron's ``gain
 
 Each figure must move the way the literature says:
 
-- balance index up, with net excitation (MODEL.md 1; ``imbalanced``);
+- balance index up, with net excitation (docs/model.md 1; ``imbalanced``);
 - E/I co-fluctuation towards imbalance: the population E and I currents leave the balance line at every time
   scale (the current-imbalance measure of docs/diagnostics.md 4, after Dehghani et al. 2016);
 - branching ratio towards 1 (Wilting and Priesemann 2018): on this network the activity's dominant mode is
   an oscillation (gamma, PING), so the MR exponential ``r_k = b m^k`` does not fit in either state and the
   diagnosis says so; the same regression slopes fitted with a damped oscillation
-  (``report_diagnostics.damped_mode``) give the mode's modulus ``|lambda|``, the MR m of an oscillating mode,
+  (``calibrate.diagnostics.mode.damped_mode``) give the mode's modulus ``|lambda|``, the MR m of an oscillating mode,
   which moves towards 1 (the memory of the activity lengthens about four-fold).
 
 Measured (seed 1, 4 s, docs/diagnostics.md 10): BI 0.09 -> 0.29, current imbalance 0.07 -> 0.34,
@@ -24,7 +24,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from calibrate.report_diagnostics import diagnose_codes, headline
+from calibrate.diagnostics import headline
+from calibrate.diagnostics.recording import diagnose_codes
 from hw_models.emulator import NumpyDevice, nominal_codes
 
 PROFILE = "balanced-net"
@@ -43,7 +44,7 @@ def diagnose_pair(base_codes: dict):
     out = []
     for label, codes in (("balanced", base_codes), ("inhibition / 3", cut_inhibition(base_codes))):
         d, rec = diagnose_codes(PROFILE, SEED, codes, DURATION_S, chip=dev.chip, label=label, n_boot=50)
-        out.append((d, headline(d, rec)))
+        out.append((d, headline(d, rec).to_dict()))
     return out
 
 
@@ -78,6 +79,7 @@ def assert_seizure_directions(healthy, broken) -> None:
     assert b["rate_exc_hz"] > 1.2 * h["rate_exc_hz"] and b["rate_inh_hz"] > 2.0 * h["rate_inh_hz"]
 
 
+@pytest.mark.slow
 def test_designed_balanced_chip_against_inhibition_cut_to_a_third():
     """Reference: the chip at nominal codes, where balanced-net is designed to be balanced."""
     dev = NumpyDevice(PROFILE, SEED)
@@ -87,10 +89,9 @@ def test_designed_balanced_chip_against_inhibition_cut_to_a_third():
 
 @pytest.fixture(scope="module")
 def calibrated_codes():
-    from calibrate.commands import run_calibration
+    from calibrate.session import run_calibration
 
-    result, _, _ = run_calibration(NumpyDevice(PROFILE, SEED), evaluate_s=0, report=False)
-    return result.codes
+    return run_calibration(NumpyDevice(PROFILE, SEED)).result.codes
 
 
 def _profile_has_inhibitory_target() -> bool:

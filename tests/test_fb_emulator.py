@@ -26,8 +26,8 @@ pytestmark = pytest.mark.board
 
 
 def cli(*args: str, timeout: float = 120) -> subprocess.CompletedProcess:
-    """``python -m firmware_bridge ARGS`` (the same handlers `eical` registers)."""
-    return subprocess.run([sys.executable, "-m", "firmware_bridge", *args], capture_output=True, text=True,
+    """``eical ARGS`` in a child process (``python -m calibrate.cli``)."""
+    return subprocess.run([sys.executable, "-m", "calibrate.cli", *args], capture_output=True, text=True,
                           timeout=timeout, cwd=REPO_ROOT)
 
 
@@ -85,6 +85,7 @@ def test_reset_over_the_pty(tmp_path):
 # -- CLI ----------------------------------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_cli_flash_info_dry_run_up_to_date_json(tmp_path):
     from hw_models import load_profile
 
@@ -115,6 +116,7 @@ def test_cli_flash_info_dry_run_up_to_date_json(tmp_path):
         assert h["generation"] == 2 and h["table_crc"] == int(rep["crc"], 16)
 
 
+@pytest.mark.slow
 def test_foreign_table_refused_with_exit_3_before_anything_is_written(tmp_path):
     nvm_file = tmp_path / "b.nvm"
     with EmulatorProcess(["--test-chip", "64", "--uid", "board-A"], nvm=nvm_file) as emu:
@@ -175,6 +177,7 @@ def expected_counts(codes: dict) -> list:
     return chip.measure(100.0, None)[0]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("stage, at", [("begin", 0), ("data", 1), ("data", 4), ("data", 8), ("verify", 0),
                                        ("commit-send", 0), ("commit", 0)])
 def test_kill_9_mid_flash_leaves_old_or_new_and_a_rerun_succeeds(tmp_path, stage, at):
@@ -224,6 +227,7 @@ def test_kill_9_mid_flash_leaves_old_or_new_and_a_rerun_succeeds(tmp_path, stage
 # -- a noisy link over the pty --------------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("ber, seed, code", [("1e-4", 1, 0), ("1e-3", 1, 0), ("1e-3", 2, 0), ("1e-2", 1, 4),
                                              ("1e-2", 2, 4)])
 def test_flash_through_a_fault_injecting_link(tmp_path, ber, seed, code):
@@ -245,6 +249,7 @@ def test_flash_through_a_fault_injecting_link(tmp_path, ber, seed, code):
             assert cli("flash", str(new), "--port", emu.path).returncode == 0
 
 
+@pytest.mark.slow
 def test_progress_only_when_stderr_is_a_terminal(tmp_path):
     import os
     import select as _select
@@ -252,7 +257,7 @@ def test_progress_only_when_stderr_is_a_terminal(tmp_path):
     with EmulatorProcess(["--test-chip", str(N_BIG), "--uid", "kill-0001"], nvm=tmp_path / "b.nvm") as emu:
         table = chip_table(tmp_path / "t.json", N_BIG, 5, "kill-0001")
         master, slave = os.openpty()
-        p = subprocess.Popen([sys.executable, "-m", "firmware_bridge", "flash", str(table), "--port", emu.path],
+        p = subprocess.Popen([sys.executable, "-m", "calibrate.cli", "flash", str(table), "--port", emu.path],
                              stdout=subprocess.PIPE, stderr=slave, cwd=REPO_ROOT)
         os.close(slave)
         out, _ = p.communicate(timeout=120)
@@ -282,6 +287,7 @@ def test_backend_registry_opens_the_serial_device(tmp_path):
             dev.close()
 
 
+@pytest.mark.slow
 def test_eical_calibrate_over_serial_reaches_the_numpy_result(tmp_path):
     """`eical calibrate --backend serial:PTY` against the board emulator: the same codes and the same measured
     figures as `--backend numpy` on the same profile and seed (the board's chip is that emulated chip)."""

@@ -10,7 +10,8 @@ from __future__ import annotations
 import pytest
 
 from firmware_bridge.client import BoardClient
-from firmware_bridge.errors import EXIT_LINK_LOST, LinkLost
+from calibrate.cli.exits import ExitCode, exit_code_for
+from firmware_bridge.errors import LinkLost
 from firmware_bridge.firmware import board as B
 from firmware_bridge.firmware import nvm
 from firmware_bridge.firmware.testchip import TestChip
@@ -60,7 +61,7 @@ def test_flash_gives_up_at_1e_2_and_keeps_the_old_table(seed, diff):
     c = noisy_client(make, 1e-2, seed)
     with pytest.raises(LinkLost) as e:
         flash_table(c, image(2), diff=diff)
-    assert e.value.exit_code == EXIT_LINK_LOST
+    assert exit_code_for(e.value) == ExitCode.LINK_LOST
     line = e.value.line()
     assert "gen 1" in line or "no good reply" in line or "unknown" in line, line
     b = make()

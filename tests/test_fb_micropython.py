@@ -46,6 +46,7 @@ def test_micropython_reports_itself():
     assert out.stdout.strip() == "micropython"
 
 
+@pytest.mark.slow
 def test_firmware_under_micropython_hello_measure_flash_readback(tmp_path):
     args = ["--micropython", "--test-chip", str(N), "--uid", UID, "--seed", "4"]
     nvm_file = tmp_path / "mp.nvm"
@@ -79,6 +80,7 @@ def test_firmware_under_micropython_hello_measure_flash_readback(tmp_path):
             np.testing.assert_array_equal(meas.spike_counts, local.measure(100.0, None)[0])
 
 
+@pytest.mark.slow
 def test_cli_flash_against_micropython(tmp_path):
     from hw_models.table import GainTable, KnobTable
 
@@ -89,7 +91,7 @@ def test_cli_flash_against_micropython(tmp_path):
               knobs={"gain_e": KnobTable("neuron", 8, [99] * n), "gain_i": KnobTable("neuron", 8, [77] * n)}
               ).save(table)
     with EmulatorProcess(["--micropython", "--test-chip", str(n), "--uid", UID]) as emu:
-        run = lambda *a: subprocess.run([sys.executable, "-m", "firmware_bridge", *a], capture_output=True,  # noqa
+        run = lambda *a: subprocess.run([sys.executable, "-m", "calibrate.cli", *a], capture_output=True,  # noqa
                                         text=True, timeout=120, cwd=REPO_ROOT)
         r = run("flash", str(table), "--port", emu.path, "--json")
         assert r.returncode == 0, r.stderr

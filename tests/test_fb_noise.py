@@ -15,11 +15,12 @@ import sys
 
 import pytest
 
-from firmware_bridge.errors import EXIT_LINK_LOST
+from calibrate.cli.exits import ExitCode
+from firmware_bridge.errors import LinkLost
 from firmware_bridge.faultsim import noisy_flash
 from firmware_bridge.testing import REPO_ROOT, EmulatorProcess, pty_noisy_flash
 from firmware_bridge.transport import ALL_FAULTS, FaultInjector, parse_faults
-from firmware_bridge.urlhandler.protocol_eicalfault import parse_url_faults
+from firmware_bridge.transport import parse_fault_url
 
 GOOD_ENDINGS = {"flashed", "gave up, old table", "gave up, new table"}
 
@@ -69,11 +70,11 @@ def test_fault_kinds_and_urls():
     assert parse_faults("truncate,garbage") == ("truncate", "garbage")
     with pytest.raises(ValueError, match="unknown fault kind 'meteor'"):
         parse_faults("flip,meteor")
-    assert parse_url_faults("eicalfault:///dev/pts/3?ber=1e-3&seed=4&faults=frames") == \
+    assert parse_fault_url("eicalfault:///dev/pts/3?ber=1e-3&seed=4&faults=frames") == \
         ("/dev/pts/3", 1e-3, 4, ("truncate", "duplicate", "garbage"))
-    assert parse_url_faults("eicalfault:///dev/pts/3?ber=0.1")[3] == ("drop", "flip", "insert")  # as before
+    assert parse_fault_url("eicalfault:///dev/pts/3?ber=0.1")[3] == ("drop", "flip", "insert")  # as before
     with pytest.raises(ValueError, match="faults=all"):
-        parse_url_faults("eicalfault:///dev/pts/3?faults=nope")
+        parse_fault_url("eicalfault:///dev/pts/3?faults=nope")
 
 
 # -- in one process, many seeds -------------------------------------------------------------------------------------
@@ -84,7 +85,7 @@ def test_flash_completes_and_verifies(rate, seeds):
     kinds = collections.Counter()
     for seed in range(seeds):
         r = noisy_flash(rate, seed)
-        assert r.outcome == "flashed" and r.exit_code == 0 and r.rerun_ok, (seed, r)
+        assert r.outcome == "flashed" and r.error is None and r.rerun_ok, (seed, r)
         kinds.update(r.faults)
     if rate == 1e-3:
         assert all(kinds[k] > 0 for k in ALL_FAULTS), kinds  # every kind of damage was survived
@@ -96,7 +97,7 @@ def test_flash_at_1e_2_completes_or_gives_up_cleanly():
         r = noisy_flash(1e-2, seed)
         assert r.outcome in GOOD_ENDINGS, (seed, r)
         if r.outcome != "flashed":
-            assert r.exit_code == EXIT_LINK_LOST and r.line_names_table and "\n" not in r.line, (seed, r.line)
+            assert isinstance(r.error, LinkLost) and r.line_names_table and "\n" not in r.line, (seed, r.line)
         assert r.rerun_ok, seed
         endings[r.outcome] += 1
     assert endings["gave up, old table"] > 0  # the noise does bite at this rate
@@ -109,7 +110,7 @@ def test_flash_at_1e_2_completes_or_gives_up_cleanly():
 @pytest.mark.parametrize("seed", [1, 2])
 def test_pty_flash_at_1e_3_completes_and_verifies(tmp_path, seed):
     r = pty_noisy_flash(tmp_path, 1e-3, seed)
-    assert r.outcome == "flashed" and r.exit_code == 0 and r.rerun_ok, r
+    assert r.outcome == "flashed" and r.error is None and r.rerun_ok, r
     assert r.resends > 0  # the faults did bite
 
 
@@ -119,7 +120,7 @@ def test_pty_flash_at_1e_2_completes_or_fails_cleanly(tmp_path, seed):
     r = pty_noisy_flash(tmp_path, 1e-2, seed)
     assert r.outcome in GOOD_ENDINGS and r.rerun_ok, r
     if r.outcome != "flashed":
-        assert r.exit_code == EXIT_LINK_LOST and ("gen 1" in r.line or "gen 2" in r.line), r.line
+        assert isinstance(r.error, LinkLost) and ("gen 1" in r.line or "gen 2" in r.line), r.line
 
 
 @pytest.mark.board
@@ -129,12 +130,12 @@ def test_cli_flash_at_1e_2_with_every_kind_of_damage(tmp_path):
     args = ["--test-chip", "4096", "--uid", "kill-0001"]
     old = chip_table(tmp_path / "old.json", 4096, 20, "kill-0001")
     new = chip_table(tmp_path / "new.json", 4096, 30, "kill-0001")
-    run = lambda *a: subprocess.run([sys.executable, "-m", "firmware_bridge", *a], capture_output=True,  # noqa
+    run = lambda *a: subprocess.run([sys.executable, "-m", "calibrate.cli", *a], capture_output=True,  # noqa
                                     text=True, timeout=300, cwd=REPO_ROOT)
     with EmulatorProcess(args, nvm=tmp_path / "b.nvm") as emu:
         assert run("flash", str(old), "--port", emu.path).returncode == 0
         r = run("flash", str(new), "--port", f"eicalfault://{emu.path}?ber=1e-2&seed=3&faults=all", "--json")
-        assert r.returncode in (0, EXIT_LINK_LOST), r.stderr
+        assert r.returncode in (0, ExitCode.LINK_LOST), r.stderr
         gen = json.loads(run("info", "--port", emu.path, "--json").stdout)["generation"]
         if r.returncode:
             lines = r.stderr.strip().splitlines()

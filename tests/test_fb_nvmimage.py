@@ -14,7 +14,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from firmware_bridge import nvmimage
-from firmware_bridge.errors import EXIT_USAGE, NvmImageError, UsageError
+from calibrate.cli.exits import ExitCode, exit_code_for
+from firmware_bridge.errors import NvmImageError, UsageError
 from firmware_bridge.firmware import board as B
 from firmware_bridge.firmware import nvm
 from firmware_bridge.firmware.testchip import TestChip
@@ -31,7 +32,7 @@ def refused(path, **kw) -> NvmImageError:
     with pytest.raises(NvmImageError) as e:
         nvmimage.open_image(path, **kw)
     line = e.value.line()
-    assert "\n" not in line and e.value.exit_code == EXIT_USAGE
+    assert "\n" not in line and exit_code_for(e.value) == ExitCode.USAGE
     return e.value
 
 
@@ -80,6 +81,12 @@ def test_a_file_that_is_not_an_image_is_refused_and_left_alone(tmp_path):
     with pytest.raises(ValueError):  # the firmware's own FileFlash refuses it too (MicroPython path)
         nvm.FileFlash(str(p), SIZE)
     assert digest(p) == before
+
+
+def test_board_emulator_new_without_nvm_is_a_usage_error(tmp_path):
+    r = subprocess.run([sys.executable, "-m", "calibrate.cli", "board-emulator", "--test-chip", "8", "--new"],
+                       capture_output=True, text=True, timeout=60, cwd=REPO_ROOT)
+    assert r.returncode == 2 and "--new needs --nvm" in r.stderr and len(r.stderr.strip().splitlines()) == 1
 
 
 @pytest.mark.parametrize("mutate, text", [
@@ -151,7 +158,7 @@ def test_old_headerless_images_are_refused_with_a_migration_hint_and_migrate(tmp
     before = digest(p)
     assert nvmimage.is_legacy_image(p)
     e = refused(p)
-    assert "without a header" in e.line() and f"python -m firmware_bridge.nvmimage migrate {p}" in e.line()
+    assert "without a header" in e.line() and f"eical nvm migrate {p}" in e.line()
     assert digest(p) == before
     backup = nvmimage.migrate_legacy_image(p)
     assert digest(backup) == before and backup.name == "old.nvm.bak"
@@ -174,9 +181,9 @@ def test_migrate_refuses_what_is_not_an_old_image(tmp_path):
     assert "not an eical NVM image" in refused(q).line()
 
 
-def test_module_command_checks_and_migrates(tmp_path):
+def test_nvm_command_checks_and_migrates(tmp_path):
     p, _ = legacy_image(tmp_path, 3)
-    run = lambda *a: subprocess.run([sys.executable, "-m", "firmware_bridge.nvmimage", *a],  # noqa: E731
+    run = lambda *a: subprocess.run([sys.executable, "-m", "calibrate.cli", "nvm", *a],  # noqa: E731
                                     capture_output=True, text=True, timeout=60, cwd=REPO_ROOT)
     r = run("check", str(p))
     assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1 and "migrate" in r.stderr
@@ -187,11 +194,11 @@ def test_module_command_checks_and_migrates(tmp_path):
 
 
 def test_board_emulator_refuses_a_non_image_with_exit_2(tmp_path):
-    """Through today's `board-emulator` command (its ValueError handler: NvmImageError is one)."""
+    """`board-emulator --nvm` on a file that is not an image: exit 2, one line, the file untouched."""
     p = tmp_path / "copy-of-table.json"
     p.write_text('{"chip": 1}\n' * 100)
     before = digest(p)
-    r = subprocess.run([sys.executable, "-m", "firmware_bridge", "board-emulator", "--test-chip", "8", "--nvm",
+    r = subprocess.run([sys.executable, "-m", "calibrate.cli", "board-emulator", "--test-chip", "8", "--nvm",
                         str(p)], capture_output=True, text=True, timeout=60, cwd=REPO_ROOT)
     assert r.returncode == 2 and r.stdout == ""  # refused before any pty path is printed
     lines = r.stderr.strip().splitlines()

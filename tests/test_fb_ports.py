@@ -8,10 +8,10 @@ import sys
 
 import pytest
 
+from calibrate.cli.exits import ExitCode, exit_code_for
 from firmware_bridge import open_serial_device
 from firmware_bridge.client import BoardClient
-from firmware_bridge.errors import (EXIT_LINK_LOST, EXIT_USAGE, LinkLost, NoSuchPort, NotASerialPort, PortBusy,
-                                    PortError, UsageError)
+from firmware_bridge.errors import LinkLost, NoSuchPort, NotASerialPort, PortBusy, PortError, UsageError
 from firmware_bridge.testing import REPO_ROOT, EmulatorProcess
 from firmware_bridge.transport import SerialTransport, check_port
 
@@ -39,7 +39,7 @@ def test_ports_that_are_not_serial_ports_are_usage_errors(paths, what):
     with pytest.raises(EXPECTED[what]) as e:
         SerialTransport.open(url)
     assert isinstance(e.value, PortError) and isinstance(e.value, UsageError)
-    assert e.value.exit_code == EXIT_USAGE and "\n" not in e.value.line()
+    assert exit_code_for(e.value) == ExitCode.USAGE and "\n" not in e.value.line()
     if url.strip():
         assert url.split("?")[0].replace("eicalfault://", "") in e.value.line()
     with pytest.raises(EXPECTED[what]):
@@ -91,14 +91,14 @@ def test_a_link_that_drops_after_it_was_up_is_link_lost(tmp_path):
         emu.kill()  # the cable is pulled
         with pytest.raises(LinkLost) as e:
             c.hello()
-        assert e.value.exit_code == EXIT_LINK_LOST
+        assert exit_code_for(e.value) == ExitCode.LINK_LOST
         c.close()
 
 
 @pytest.mark.parametrize("port, text", [("", "no port given"), ("/dev/null", "not a serial port"),
                                         ("/etc/hostname", "not a serial port"), ("/dev/ttyNOPE0", "no such port")])
 def test_cli_info_exits_2_with_one_line(port, text):
-    r = subprocess.run([sys.executable, "-m", "firmware_bridge", "info", "--port", port], capture_output=True,
+    r = subprocess.run([sys.executable, "-m", "calibrate.cli", "info", "--port", port], capture_output=True,
                        text=True, timeout=60, cwd=REPO_ROOT)
     lines = r.stderr.strip().splitlines()
     assert r.returncode == 2 and len(lines) == 1 and text in lines[0] and "Traceback" not in r.stderr

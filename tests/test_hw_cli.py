@@ -1,18 +1,14 @@
 """``eical simulate``, ``eical chip export`` and ``eical profiles`` through the real entry point."""
 from __future__ import annotations
 
-import argparse
-import importlib.util
 import json
 import subprocess
 import sys
-import types
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from hw_models import cli as hw_cli
 from hw_models.emulator import NumpyDevice
 from hw_models.table import GainTable
 
@@ -20,12 +16,8 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 @pytest.fixture
-def eical(monkeypatch, capsys):
+def eical(capsys):
     """Run ``eical ARGS`` in-process; returns (exit code, stdout, stderr)."""
-    if importlib.util.find_spec("calibrate.commands") is None:  # until the calibrate subcommands land
-        stub = types.ModuleType("calibrate.commands")
-        stub.add_subcommands = lambda sub: None
-        monkeypatch.setitem(sys.modules, "calibrate.commands", stub)
     from calibrate.cli import main
 
     def run(*argv):
@@ -148,28 +140,26 @@ def test_simulate_lava_unavailable_exit_7(eical):
     assert len(err.strip().splitlines()) == 1 and "backend unavailable" in err
 
 
-def test_injected_backend_opener():
-    """add_subcommands takes the backend opener as a parameter: hw_models never needs calibrate."""
-    class Unavailable(Exception):
-        pass
+def test_simulate_opens_its_chip_through_the_backend_opener(eical, monkeypatch):
+    """The CLI opens every chip through ``calibrate.backends.open_device`` (the one place that knows the backends),
+    with the temperature and ``record_isyn``; an unavailable backend exits 7 with one line."""
+    from calibrate import backends
 
     calls = []
 
     def opener(backend, profile, seed, **kw):
         calls.append((backend, profile.name, seed, kw))
         if backend == "lava":
-            raise Unavailable("no lava here")
+            raise backends.BackendUnavailable("no lava here")
         return NumpyDevice(profile, seed, **kw)
 
-    parser = argparse.ArgumentParser(prog="eical")
-    hw_cli.add_subcommands(parser.add_subparsers(dest="command"), open_device=opener,
-                           backend_unavailable=(Unavailable,))
-    args = parser.parse_args(["simulate", "--profile", "devboard", "--seed", "2", "--duration", "0.05", "--json",
-                              "--temperature", "305"])
-    assert args.func(args) == 0
+    monkeypatch.setattr(backends, "open_device", opener)
+    code, out, err = eical("simulate", "--profile", "devboard", "--seed", "2", "--duration", "0.05", "--json",
+                           "--temperature", "305")
+    assert code == 0, err
     assert calls[-1] == ("numpy", "devboard", 2, {"temperature_k": 305.0, "record_isyn": True})
-    args = parser.parse_args(["simulate", "--profile", "devboard", "--backend", "lava"])
-    assert args.func(args) == 7
+    code, out, err = eical("simulate", "--profile", "devboard", "--backend", "lava")
+    assert code == 7 and out == "" and err.strip() == "eical: backend unavailable: no lava here"
 
 
 def test_chip_export(eical, tmp_path):
@@ -202,7 +192,7 @@ def test_profiles_list_and_show(eical):
 
 
 def test_hw_models_does_not_import_calibrate():
-    code = ("import sys, hw_models, hw_models.cli, hw_models.emulator, hw_models.chip, hw_models.table\n"
+    code = ("import sys, hw_models, hw_models.emulator, hw_models.chip, hw_models.table, hw_models.recording\n"
             "bad = sorted(m for m in sys.modules if m.split('.')[0] in ('calibrate', 'firmware_bridge'))\n"
             "assert not bad, bad\n")
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=60)

@@ -172,17 +172,12 @@ def test_dpi_profile_is_checked_against_the_dpi_schema(tmp_path):
         load_profile(f)
 
 
-_CLI = ("import sys, types, importlib.util\n"
-        "if importlib.util.find_spec('calibrate.commands') is None:\n"  # until the calibrate commands land
-        "    m = types.ModuleType('calibrate.commands'); m.add_subcommands = lambda sub: None\n"
-        "    sys.modules['calibrate.commands'] = m\n"
-        "from calibrate.cli import main\n"
-        "sys.exit(main(sys.argv[1:]))\n")
+_CLI = [sys.executable, "-m", "calibrate.cli"]  # `eical` in a child process
 
 
 def test_cli_validate_broken_profile_exit_2_one_line(tmp_path):
     f = _write(tmp_path, _set("mismatch.lognormal.gL.neuron", -0.1))
-    proc = subprocess.run([sys.executable, "-c", _CLI, "profiles", "validate", str(f)], capture_output=True,
+    proc = subprocess.run([*_CLI, "profiles", "validate", str(f)], capture_output=True,
                           text=True, cwd=ROOT, timeout=60)
     assert proc.returncode == 2, proc.stderr
     lines = proc.stderr.strip().splitlines()
@@ -193,7 +188,7 @@ def test_cli_validate_broken_profile_exit_2_one_line(tmp_path):
 
 
 def test_cli_validate_good_profile(tmp_path):
-    proc = subprocess.run([sys.executable, "-c", _CLI, "profiles", "validate", str(PROFILE_DIR / "devboard.yaml")],
+    proc = subprocess.run([*_CLI, "profiles", "validate", str(PROFILE_DIR / "devboard.yaml")],
                           capture_output=True, text=True, cwd=ROOT, timeout=60)
     assert proc.returncode == 0, proc.stderr
     assert ": ok (devboard, cond_lif, 32 neurons" in proc.stdout

@@ -69,6 +69,7 @@ def _balanced_device():
     return prof, NumpyDevice(prof, 0)
 
 
+@pytest.mark.slow
 def test_zero_proxy_ratio_is_the_holding_potential_ratio():
     prof, dev = _balanced_device()
     nm = prof["neuron"]
@@ -94,6 +95,7 @@ def test_zero_proxy_ratio_is_the_holding_potential_ratio():
     np.testing.assert_allclose(sc.isyn, sc.ibal, rtol=0, atol=0.01 * sc.iexc.mean())
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name,extra,proxy_tol", [
     ("bss2", {"input.n_src_e": 10000, "input.n_src_i": 10000}, 0.03),
     # the devboard's 8 + 8 inputs per neuron, from a larger pool so that 256 neurons average independent inputs
@@ -119,6 +121,7 @@ def test_rate_rises_monotonically_with_common_scale_at_the_zero_proxy_ratio(name
 # ---------------------------------------------------------------------------------------------------------------
 # (b) J/sqrt(K): mean ~ sqrt(K), variance constant
 # ---------------------------------------------------------------------------------------------------------------
+@pytest.mark.slow
 def test_input_mean_grows_as_sqrt_k_and_variance_stays_constant():
     J, rate_hz = 1.0, 10.0
     base = load_profile("bss2")
@@ -178,6 +181,7 @@ def test_mean_driven_neurons_fire_regularly():
 # ---------------------------------------------------------------------------------------------------------------
 # the tuned operating points of the shipped profiles (docs/profiles.md, "Operating points")
 # ---------------------------------------------------------------------------------------------------------------
+@pytest.mark.slow
 @pytest.mark.parametrize("name,extra", [
     ("bss2", {"input.n_src_e": 4000, "input.n_src_i": 4000}),
     ("devboard", {"input.n_src_e": 2048, "input.n_src_i": 2048}),

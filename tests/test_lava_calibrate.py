@@ -14,7 +14,7 @@ import pytest
 pytest.importorskip("lava")
 
 from calibrate.controllers import DualLoop  # noqa: E402
-from calibrate.run import calibrate  # noqa: E402
+from calibrate.session import run_calibration  # noqa: E402
 from hw_models.emulator import NumpyDevice  # noqa: E402
 from hw_models.lava import LavaDevice, open_sessions  # noqa: E402
 from hw_models.table import GainTable  # noqa: E402
@@ -26,11 +26,8 @@ BUDGET_MS = 3000.0
 
 def _calibrate(cls):
     with cls("devboard", 3) as dev:
-        result = calibrate(dev, DualLoop(budget_ms=BUDGET_MS), verify_ms=200.0)
-        table = GainTable.from_codes(dev.identity, dev.knobs, result.codes, targets={"rate_hz": 10.0},
-                                     metrics={"before": result.before, "after": result.after},
-                                     controller={"name": result.controller, "settings": result.controller_settings})
-    return result, table
+        outcome = run_calibration(dev, controller=DualLoop(budget_ms=BUDGET_MS), verify_s=0.2)
+    return outcome.result, outcome.table
 
 
 def test_calibration_on_lava_equals_numpy():
@@ -52,7 +49,7 @@ def test_calibration_on_lava_equals_numpy():
     assert ref.history.iterations == lav.history.iterations
 
     # and the run's summary, but for where it ran and how long it took
-    sa, sb = ref.summary(), lav.summary()
+    sa, sb = ref.to_dict(), lav.to_dict()
     for s in (sa, sb):
         s.pop("wall_time_s")
         s["chip"].pop("backend")

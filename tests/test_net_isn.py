@@ -1,5 +1,5 @@
-"""balanced-net is inhibition-stabilised: the paradoxical effect (docs/balanced_net.md, controller_literature.md
-1.6 and 3.3).
+"""balanced-net is inhibition-stabilised: the paradoxical effect (docs/balanced_net.md; docs/controller.md, "The
+paradoxical effect").
 
 Raising the excitatory gain knob of ALL inhibitory neurons by 10 % (codes fixed otherwise) lowers the inhibitory
 population rate (and the excitatory one much more): the closed-loop slope d ln r_I / d ln gain_e(I) is negative.
@@ -18,6 +18,8 @@ import numpy as np
 import pytest
 
 from hw_models.emulator import NumpyDevice
+
+pytestmark = pytest.mark.slow  # module fixtures simulate the 1000-neuron network for seconds
 
 PROFILE = "balanced-net"
 SEED = 1

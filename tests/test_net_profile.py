@@ -40,7 +40,7 @@ def test_profile_is_the_issue_network(prof):
     # the nominal operating point: E and I targets of the docs, Vbal a few mV below threshold
     nm = prof["neuron"]
     assert nm["EI_mV"] < nm["Vbal_mV"] < nm["Vth_mV"] - 3.0
-    # per-population calibration targets (controller_literature.md 1.6): E 5 Hz, I 14 Hz
+    # per-population calibration targets (docs/controller.md, "The paradoxical effect"): E 5 Hz, I 14 Hz
     assert prof["targets"]["rate_hz"] == 5.0 and prof["targets"]["rate_inh_hz"] == 14.0
 
 

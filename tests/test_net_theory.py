@@ -20,6 +20,8 @@ from hw_models.profile import load_profile
 
 from spike_recorder import SpikeRecorder
 
+pytestmark = pytest.mark.slow  # module fixtures simulate the 1000-neuron network for seconds
+
 PROFILE = "balanced-net"
 SEED = 1
 SWEEP = (0.5, 0.75, 1.0, 1.5, 2.0)  # x nominal input.rate_e_hz: a 4x range around the nominal drive

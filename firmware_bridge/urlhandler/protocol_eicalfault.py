@@ -8,46 +8,10 @@ direction with its own seeded ``FaultInjector`` (docs/protocol.md, "The link und
 """
 from __future__ import annotations
 
-from urllib.parse import parse_qs
-
 import serial
 from serial.serialutil import PortNotOpenError, SerialBase, SerialException
 
-from firmware_bridge.transport import BYTE_FAULTS, FaultInjector, parse_faults
-
-SCHEME = "eicalfault://"
-
-
-def parse_url(url: str) -> tuple[str, float, int]:
-    """(inner url, byte error rate, seed). Raises ValueError with the expected form on a bad URL."""
-    inner, ber, seed, _ = parse_url_faults(url)
-    return inner, ber, seed
-
-
-def parse_url_faults(url: str) -> tuple[str, float, int, tuple]:
-    """(inner url, byte error rate, seed, fault kinds). Raises ValueError with the expected form on a bad URL."""
-    if not url.lower().startswith(SCHEME):
-        raise ValueError(f"expected a URL of the form {SCHEME}<port>?ber=<rate>&seed=<n>, got {url!r}")
-    rest = url[len(SCHEME):]
-    inner, sep, query = rest.rpartition("?")
-    if not sep:
-        inner, query = rest, ""
-    if not inner:
-        raise ValueError(f"no inner port; expected {SCHEME}<port>?ber=<rate>&seed=<n>")
-    try:
-        q = {k: v[-1] for k, v in parse_qs(query, strict_parsing=bool(query)).items()}
-        unknown = set(q) - {"ber", "seed", "faults"}
-        if unknown:
-            raise ValueError(f"unknown option {sorted(unknown)[0]!r}")
-        ber = float(q.get("ber", 0.0))
-        seed = int(q.get("seed", 0))
-        if not 0.0 <= ber < 1.0:
-            raise ValueError(f"ber must lie in [0, 1), got {ber!r}")
-        kinds = parse_faults(q.get("faults", BYTE_FAULTS))
-    except ValueError as e:
-        raise ValueError(f"{e}; expected {SCHEME}<port>?ber=<rate>&seed=<n>[&faults=all|bytes|frames]") from None
-    return inner, ber, seed, kinds
-
+from firmware_bridge.transport import FaultInjector, parse_fault_url
 
 class Serial(SerialBase):
     """A port wrapping another one and damaging the bytes through it (see the module docstring)."""
@@ -63,7 +27,7 @@ class Serial(SerialBase):
             raise SerialException("Port is already open.")
         if self._port is None:
             raise SerialException("Port must be configured before it can be used.")
-        inner, ber, seed, kinds = parse_url_faults(self._port)
+        inner, ber, seed, kinds = parse_fault_url(self._port)
         ser = serial.serial_for_url(inner, do_not_open=True, baudrate=self._baudrate, timeout=self._timeout,
                                     write_timeout=self._write_timeout, exclusive=self._exclusive)
         ser.dtr = self._dtr_state

@@ -11,7 +11,8 @@ no display and no pyplot global state are involved (safe in threads and under an
   imbalance against the time scale (Dehghani et al. 2016 style);
 - :func:`branching_png`: MR regression slopes r_k and the fitted ``b m^k`` (Wilting and Priesemann 2018);
 - :func:`spectrum_png`: population spectrum with the gamma band;
-- :func:`all_figures`: all of them as a dict name -> PNG bytes.
+- :func:`mode_png`: the dominant mode's fit of the regression slopes (:mod:`calibrate.diagnostics.mode`);
+- :func:`all_figures`: the first five as a dict name -> PNG bytes.
 """
 from __future__ import annotations
 
@@ -24,8 +25,10 @@ import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from calibrate.diagnostics import Diagnostics
 from hw_models.recording import Recording
+
+from .mode import DampedMode
+from .result import Diagnostics
 
 __all__ = [
     "raster_png",
@@ -33,6 +36,7 @@ __all__ = [
     "ei_scales_png",
     "branching_png",
     "spectrum_png",
+    "mode_png",
     "all_figures",
 ]
 
@@ -288,6 +292,36 @@ def spectrum_png(
         ax.legend(fontsize=7)
     fig.tight_layout()
     return _finish(fig, path, dpi)
+
+
+def mode_png(modes: Sequence[Optional[DampedMode]], labels: Sequence[str], *, dpi: int = 80) -> bytes:
+    """The regression slopes r_k of the dominant-mode fit and the fitted damped oscillations, one colour per state
+    (grey before, blue after, as the other plots of this module)."""
+    fig = Figure(figsize=(5.4, 3.6))
+    FigureCanvasAgg(fig)
+    ax = fig.add_subplot(1, 1, 1)
+    colours = ("#7f7f7f", "#1f77b4") if len(modes) == 2 else ("#1f77b4",) * len(modes)
+    for m, name, col in zip(modes, labels, colours):
+        if m is None:
+            continue
+        lag = m.k * m.bin_ms
+        ax.plot(lag, m.r_k, "o", ms=2.0, c=col, alpha=0.6, label=f"{name} r_k".strip())
+        if m.fit_ok:
+            osc = f", {m.freq_hz:.0f} Hz" if m.freq_hz > 0 else ""
+            ax.plot(lag, m.r_k_fit, "-", c=col, lw=1.3,
+                    label=f"{name}: |lambda| = {m.modulus:.3f}/{m.bin_ms:g} ms, decay {m.tau_ms:.1f} ms{osc}".strip())
+        else:
+            ax.plot([], [], " ", label=f"{name}: no meaningful fit".strip())
+    ax.axhline(0.0, c="k", lw=0.6)
+    ax.set_xlabel("lag (ms)")
+    ax.set_ylabel("r_k = Cov(A_t, A_t+k) / Var(A_t)")
+    ax.set_title("dominant mode: r_k = b |lambda|^k cos(omega k + phi)", fontsize=10)
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=dpi)
+    return buf.getvalue()
 
 
 def all_figures(

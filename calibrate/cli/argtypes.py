@@ -1,0 +1,60 @@
+"""The argparse value types of ``eical``: a bad value is an argparse error (one line naming it, exit 2)."""
+from __future__ import annotations
+
+import argparse
+import math
+from typing import Callable
+
+__all__ = ["nonneg_int", "positive_float", "seconds", "temperature_ramp"]
+
+
+def nonneg_int(text: str) -> int:
+    """A non-negative integer (seeds, counts)."""
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a non-negative integer, got {text!r}") from None
+    if v < 0:
+        raise argparse.ArgumentTypeError(f"expected a non-negative integer, got {text!r}")
+    return v
+
+
+def positive_float(text: str) -> float:
+    """A positive finite number."""
+    try:
+        v = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}") from None
+    if not (v > 0 and math.isfinite(v)):
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}")
+    return v
+
+
+def seconds(lo: float, hi: float) -> Callable[[str], float]:
+    """A number of seconds in ``[lo, hi]``."""
+
+    def parse(text: str) -> float:
+        try:
+            v = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a number of seconds, got {text!r}") from None
+        if not (math.isfinite(v) and v >= lo):
+            raise argparse.ArgumentTypeError(f"expected at least {lo:g} seconds, got {text!r}")
+        if v > hi:
+            raise argparse.ArgumentTypeError(f"expected at most {hi:g} seconds, got {text!r}")
+        return v
+
+    return parse
+
+
+def temperature_ramp(text: str) -> tuple[float, float, float]:
+    """``T0:T1:SECONDS``: kelvin, kelvin, seconds."""
+    parts = text.split(":")
+    try:
+        t0, t1, sec = (float(p) for p in parts)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected T0:T1:SECONDS (kelvin, kelvin, seconds), got {text!r}") from None
+    if len(parts) != 3 or not (sec > 0 and 150 <= t0 <= 450 and 150 <= t1 <= 450):
+        raise argparse.ArgumentTypeError(f"expected T0:T1:SECONDS with temperatures in [150, 450] K and SECONDS > 0, "
+                                         f"got {text!r}")
+    return t0, t1, sec

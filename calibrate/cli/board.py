@@ -1,0 +1,264 @@
+"""``eical flash | devices | info | board-emulator``: a dev board, through ``firmware_bridge`` (esptool style).
+
+Each handler calls the bridge, prints one result (or one ``--json`` object on stdout), and turns a bridge error into
+its exit code from the one table (:mod:`.exits`) with one error line on stderr that says which table the board runs
+now (docs/protocol.md section 8).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from typing import Any, Optional
+
+from .exits import MEANING, ExitCode, exit_code_for
+
+__all__ = ["add_subcommands"]
+
+BOARD_CODES = (ExitCode.OK, ExitCode.USAGE, ExitCode.IDENTITY, ExitCode.LINK_LOST, ExitCode.VERIFY, ExitCode.BOARD,
+               ExitCode.INTERRUPTED)
+EPILOG = "exit codes: " + "; ".join(f"{int(c)} {MEANING[c].split(':')[0]}" for c in BOARD_CODES)
+
+
+def _fail(e: Any, cmd: str, as_json: bool) -> int:
+    """One error line (and with ``--json`` one JSON object); the exit code of the error's kind."""
+    code = exit_code_for(e) or ExitCode.BOARD
+    print(f"eical {cmd}: error: {e.line()}", file=sys.stderr)
+    if as_json:
+        print(json.dumps({"ok": False, "exit_code": int(code), "error": e.message, "board_table": e.board_table}))
+    return code
+
+
+class _Progress:
+    """Plain progress on stderr, only when stderr is a terminal."""
+
+    def __init__(self, stream: Any):
+        self.stream = stream
+        self.shown = False
+
+    def __call__(self, stage: str, done: int, total: int) -> None:
+        if stage == "data" and total:
+            width = 30
+            k = width * done // total
+            self.stream.write(f"\rwriting [{'#' * k}{' ' * (width - k)}] {done / 1024:.1f}/{total / 1024:.1f} KiB")
+            self.stream.flush()
+            self.shown = True
+        elif stage in ("verify", "commit", "readback") and self.shown:
+            self.stream.write(f"\r{stage:<60}")
+            self.stream.flush()
+
+    def finish(self) -> None:
+        if self.shown:
+            self.stream.write("\r" + " " * 70 + "\r")
+            self.stream.flush()
+            self.shown = False
+
+
+class _Stage:
+    """Remembers how far a flash got (for an interrupted one), and forwards to the progress display."""
+
+    def __init__(self, progress: Optional[_Progress]):
+        self.stage = "start"
+        self.progress = progress
+
+    def __call__(self, stage: str, done: int, total: int) -> None:
+        self.stage = stage
+        if self.progress:
+            self.progress(stage, done, total)
+
+    def interrupted(self) -> str:
+        if self.stage == "commit-send":
+            return "interrupted during COMMIT: the board runs either its old table or the new one (see `eical info`)"
+        if self.stage in ("commit", "readback"):
+            return "interrupted after COMMIT: the board runs the new table"
+        return (f"interrupted ({self.stage}): nothing was committed, the board runs the table it ran before; "
+                "re-run to flash")
+
+
+def _cmd_flash(args: argparse.Namespace) -> int:
+    from firmware_bridge.errors import BridgeError
+    from firmware_bridge.flash import TableImage, flash_table
+    from firmware_bridge.host import open_client
+
+    progress = _Progress(sys.stderr) if sys.stderr.isatty() and not args.json else None
+    stage = _Stage(progress)
+    client = None
+    try:
+        image = TableImage.load(args.table)
+        client = open_client(args.port, args.baud)
+        report = flash_table(client, image, dry_run=args.dry_run, force=args.force, readback=not args.no_readback,
+                             on_event=stage)
+    except BridgeError as e:
+        return _fail(e, "flash", args.json)
+    except KeyboardInterrupt:
+        if progress:
+            progress.finish()
+        print(f"eical flash: {stage.interrupted()}", file=sys.stderr)
+        return ExitCode.INTERRUPTED
+    finally:
+        if progress:
+            progress.finish()
+        if client is not None:
+            client.close()
+    if args.json:
+        print(json.dumps(dict(report.to_dict(), ok=True, exit_code=int(ExitCode.OK))))
+    else:
+        print(report.summary())
+    return ExitCode.OK
+
+
+def _hello_lines(h: Any) -> list[str]:
+    knobs = ", ".join(f"{k.name} ({k.bits}-bit {k.dac} per {k.sharing}, {k.n_groups} codes, ref {k.code_ref})"
+                      for k in h.knobs)
+    return [
+        f"board      {h.uid}",
+        f"firmware   {h.firmware} (protocol {h.proto})",
+        f"profile    {h.profile} (sha256 {h.profile_sha256[:16]}...)",
+        f"chip       {h.n_neurons} neurons, {h.n_cores} cores, {h.model}, dt {h.dt_ms} ms, speed-up {h.speedup:g}",
+        f"knobs      {knobs}",
+        f"table      {h.table_desc()}",
+        f"boots      {h.boot_count}",
+        f"nvm        2 banks x {h.bank_size // 1024} KiB, max payload {h.max_payload} B",
+    ]
+
+
+def _cmd_info(args: argparse.Namespace) -> int:
+    from firmware_bridge.errors import BridgeError, LinkLost
+    from firmware_bridge.host import open_client
+
+    client = None
+    try:
+        client = open_client(args.port, args.baud)
+        try:
+            h = client.hello()
+        except LinkLost as e:
+            e.board_table = e.board_table or "an unknown table (the board did not answer HELLO)"
+            raise
+    except BridgeError as e:
+        return _fail(e, "info", args.json)
+    finally:
+        if client is not None:
+            client.close()
+    if args.json:
+        print(json.dumps(dict(h.to_dict(), port=args.port)))
+    else:
+        print(f"port       {args.port}")
+        print("\n".join(_hello_lines(h)))
+    return ExitCode.OK
+
+
+def _cmd_devices(args: argparse.Namespace) -> int:
+    from firmware_bridge.errors import UsageError
+    from firmware_bridge.host import probe_ports
+
+    try:
+        found = probe_ports(args.baud)
+    except UsageError as e:
+        return _fail(e, "devices", args.json)
+    if args.json:
+        print(json.dumps(found))
+        return ExitCode.OK
+    if not found:
+        print("no eical boards found on the serial ports (board emulators are not listed: pass their pty path "
+              "with --port)", file=sys.stderr)
+    for d in found:
+        print(f"{d['port']}  {d['uid']}  {d['profile']}  firmware {d['firmware']}  {d['table']}")
+    return ExitCode.OK
+
+
+def _cmd_board_emulator(args: argparse.Namespace) -> int:
+    from firmware_bridge.emulator import run_emulator
+    from firmware_bridge.errors import BridgeError
+
+    test_chip = args.test_chip or (64 if args.micropython else None)
+    if args.new and not args.nvm:
+        print("eical board-emulator: error: --new needs --nvm FILE", file=sys.stderr)
+        return ExitCode.USAGE
+    try:
+        return int(run_emulator(profile=args.profile, seed=args.seed, nvm_path=args.nvm, test_chip=test_chip,
+                                micropython=args.micropython, uid=args.uid, new_nvm=args.new) or 0)
+    except KeyboardInterrupt:
+        return ExitCode.OK
+    except BridgeError as e:  # NvmImageError: the file is not an NVM image (left untouched)
+        return _fail(e, "board-emulator", False)
+    except (OSError, ValueError) as e:
+        # ProfileError is a ValueError: unknown profile, bad YAML; OSError: NVM file, no micropython.
+        print(f"eical board-emulator: error: {e}", file=sys.stderr)
+        return ExitCode.USAGE
+
+
+def _cmd_nvm(args: argparse.Namespace) -> int:
+    from firmware_bridge.errors import BridgeError
+    from firmware_bridge.firmware import nvm
+    from firmware_bridge.nvmimage import inspect_image, migrate_legacy_image
+
+    try:
+        if args.action == "check":
+            inspect_image(args.file)
+            print(f"{args.file}: eical NVM image, format {nvm.IMAGE_VERSION}")
+        else:
+            backup = migrate_legacy_image(args.file)
+            print(f"{args.file}: migrated to NVM image format {nvm.IMAGE_VERSION}; the old file is {backup}")
+    except BridgeError as e:
+        return _fail(e, "nvm", False)
+    return ExitCode.OK
+
+
+def _port_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--port", "-p", required=True, help="serial port or pyserial URL (/dev/ttyACM0, /dev/pts/7, "
+                   "socket://host:port, or eicalfault://PORT?ber=1e-3&seed=1&faults=all for a link with injected "
+                   "noise)")
+    p.add_argument("--baud", type=int, default=115200, help="nominal baud rate; scales timeouts (default 115200; "
+                   "never 1200)")
+
+
+def add_subcommands(subparsers: Any) -> None:
+    """Register ``flash``, ``info``, ``devices`` and ``board-emulator``."""
+    p = subparsers.add_parser("flash", help="write a gain table into a board's NVM (safe to interrupt and re-run)",
+                              description="Identity check, diff, write, verify, commit, read-back. The board keeps "
+                              "running its old table until the new one is complete and verified.", epilog=EPILOG)
+    p.add_argument("table", help="table.json made by `eical calibrate`")
+    _port_args(p)
+    p.add_argument("--dry-run", action="store_true", help="check identity, show the diff and a time estimate; write "
+                   "nothing")
+    p.add_argument("--force", action="store_true", help="write even if the board already runs this table")
+    p.add_argument("--no-readback", action="store_true", help="skip reading the table back after the commit")
+    p.add_argument("--json", action="store_true", help="print the result as one JSON object on stdout")
+    p.set_defaults(func=_cmd_flash)
+
+    p = subparsers.add_parser("info", help="ask a board who it is and which table it runs (HELLO)", epilog=EPILOG)
+    _port_args(p)
+    p.add_argument("--json", action="store_true", help="print HELLO as one JSON object on stdout")
+    p.set_defaults(func=_cmd_info)
+
+    p = subparsers.add_parser("devices", help="list serial ports with an eical board behind them",
+                              description="Tries HELLO on every serial port the OS lists (short timeout) and shows "
+                              "those that answer. Board emulators (ptys) are not listed: use their path with --port.")
+    p.add_argument("--baud", type=int, default=115200, help="nominal baud rate (default 115200; never 1200)")
+    p.add_argument("--json", action="store_true", help="print the boards as a JSON list on stdout")
+    p.set_defaults(func=_cmd_devices)
+
+    p = subparsers.add_parser("board-emulator", help="serve the board firmware on a pseudo-terminal",
+                              description="Prints the pty path on the first line of stdout, then serves the "
+                              "firmware with an emulated chip until killed. NVM persists in --nvm FILE.")
+    p.add_argument("--profile", default="devboard", help="device profile of the emulated chip (default devboard)")
+    p.add_argument("--seed", type=int, default=0, help="mismatch seed of the emulated chip (default 0)")
+    p.add_argument("--nvm", metavar="FILE", help="eical NVM image holding the board's tables: an existing file is "
+                   "used only when it is one (anything else is refused and left untouched), a missing one is "
+                   "created (default: RAM only)")
+    p.add_argument("--new", action="store_true", help="start the --nvm image afresh (empty banks) even where an "
+                   "image already is")
+    p.add_argument("--test-chip", type=int, metavar="N", help="serve the pure-Python test chip with N neurons instead "
+                   "of the profile's emulated chip")
+    p.add_argument("--micropython", action="store_true", help="run the firmware in a MicroPython unix-port process "
+                   "(with the test chip)")
+    p.add_argument("--uid", help="UID of the test chip")
+    p.set_defaults(func=_cmd_board_emulator)
+
+    p = subparsers.add_parser("nvm", help="check an NVM image file, or migrate one written before image headers",
+                              description="check: is FILE an eical NVM image of this format? migrate: add the image "
+                              "header to an NVM file from before format 1, keeping its tables (the old file stays "
+                              "as FILE.bak).", epilog=EPILOG)
+    p.add_argument("action", choices=("check", "migrate"), help="check or migrate")
+    p.add_argument("file", metavar="FILE", help="the NVM file")
+    p.set_defaults(func=_cmd_nvm)

@@ -1,0 +1,186 @@
+"""Loop 2's rate model: ``ln rate = alpha_g + beta_g ln s + gamma ln r`` per knob group (docs/controller.md).
+
+``beta`` and ``gamma`` are shared by the population (a pooled within-group regression), each group's own slope
+``beta_g`` is shrunk towards ``beta`` (empirical Bayes), and ``alpha_g`` is the information-weighted mean of the
+residuals over the windows taken near the target. Weighting by spike count makes this the annealed (1/n)
+stochastic-approximation estimate, which approaches the counting floor ``sqrt(F / (r T))``; a fixed loop gain would
+stall at a multiple of it. Every loop window is one :class:`RateWindow`.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Optional
+
+import numpy as np
+
+__all__ = ["RateWindow", "RateFit", "RateModel"]
+
+
+@dataclass(frozen=True)
+class RateWindow:
+    """One loop window as the rate model sees it, per knob group: the state the codes set, the spike count over
+    the group's live neurons and their number, the window's length and the model time at its end."""
+
+    ln_s: np.ndarray
+    ln_r: np.ndarray
+    counts: np.ndarray
+    n_live: np.ndarray
+    window_ms: float
+    end_ms: float
+
+
+@dataclass
+class RateFit:
+    """What one fit gives the loop: each group's intercept and slope, whether the group has information, and how
+    much (``weight``: spike counts, prior included)."""
+
+    alpha: np.ndarray
+    beta_g: np.ndarray
+    has: np.ndarray
+    weight: np.ndarray
+
+
+class RateModel:
+    """The windows of a run and the model fitted to them.
+
+    Parameters
+    ----------
+    beta0, gamma0: slopes until the data identify them. beta_sd: prior spread of the groups' own slopes.
+    near: half-width (in ln rate) of the band around target within which a window informs the estimate fully.
+    halflife_ms: tracking: old windows lose weight with this half-life (None: none forgotten).
+    prior_rate_se: warm start: the relative standard error of the start codes' rates (a pseudo-window at target).
+    """
+
+    def __init__(self, *, beta0: float, gamma0: float, beta_sd: float, near: float, halflife_ms: Optional[float],
+                 prior_rate_se: Optional[float], start_ln_s: np.ndarray, start_ln_r: np.ndarray):
+        self.beta, self.gamma = beta0, gamma0
+        self.beta_sd, self.near = beta_sd, near
+        self.halflife_ms, self.prior_rate_se = halflife_ms, prior_rate_se
+        self.start_ln_s, self.start_ln_r = start_ln_s.copy(), start_ln_r.copy()
+        self.beta_g = np.full(start_ln_s.shape, beta0)
+        self.alpha = np.full(start_ln_s.shape, np.nan)
+        self.windows: list[RateWindow] = []
+
+    def add(self, window: RateWindow) -> None:
+        self.windows.append(window)
+
+    def age_weights(self, end_ms: np.ndarray, now_ms: float) -> np.ndarray:
+        """Weight of windows that ended at ``end_ms`` (1 without forgetting)."""
+        if self.halflife_ms is None:
+            return np.ones_like(end_ms)
+        return 0.5 ** ((now_ms - end_ms) / self.halflife_ms)
+
+    def fit(self, target_g: np.ndarray, fano: float, now_ms: float, next_ms: float) -> RateFit:
+        """Fit the model over every window, at model time ``now_ms``; ``next_ms``: how long the next window is
+        taken to be (tracking's trend is evaluated at its middle; the caller passes the last window's length)."""
+        lt = np.log(target_g)
+        lnS = np.array([w.ln_s for w in self.windows])
+        lnR = np.array([w.ln_r for w in self.windows])
+        C = np.array([w.counts for w in self.windows])
+        Nl = np.array([w.n_live for w in self.windows])
+        T = np.array([w.window_ms for w in self.windows])[:, None] * 1e-3
+        usable = Nl > 0
+        y = np.log((C + 0.5) / np.maximum(Nl, 1) / T)
+        # information weight: spike count (var of ln rate ~ 1/count), times closeness to target, times age
+        close = np.exp(-((y - lt) / self.near) ** 2)
+        age = self.age_weights(np.array([w.end_ms for w in self.windows]), now_ms)[:, None]
+        W = (C + 1.0) * close * age * usable
+        if lnS.shape[0] >= 2:
+            self._fit_slopes(y, lnS, lnR, W)
+        wsum = W.sum(axis=0)
+        has = wsum > 0
+        self.beta_g = self._group_slopes(y, lnS, lnR, W, wsum, has, fano)
+        resid = y - self.beta_g * lnS - self.gamma * lnR
+        # the warm start's pseudo-window: at the start state, exactly at target, with F / se^2 counts
+        P = 0.0 if self.prior_rate_se is None else fano / max(self.prior_rate_se, 1e-6) ** 2
+        resid0 = lt - self.beta_g * self.start_ln_s - self.gamma * self.start_ln_r
+        if self.halflife_ms is None:
+            self.alpha = np.where(has | (P > 0), ((W * resid).sum(axis=0) + P * resid0) / np.maximum(wsum + P, 1e-12),
+                                  np.nan)
+            return RateFit(self.alpha, self.beta_g, has | (P > 0), wsum + P)
+        live_now = Nl[-1] > 0
+        c0 = float(resid0[live_now].mean()) if live_now.any() else 0.0
+        # tracking: drift (temperature) moves every neuron alike, so split alpha into a population part that follows
+        # the recent windows (forgetting, pooled over all neurons: precise within one window) and each neuron's own
+        # deviation from it, learnt from every window (it does not drift): alpha = pop + dev. Weights here are
+        # *expected* counts (target rate x window), not observed ones: a neuron whose count came out high would weigh
+        # more, which biases every average up by about F / count, 2.4 % for a 5 s window at 10 Hz
+        W0 = target_g[None, :] * T * np.maximum(Nl, 1) * close * usable
+        w_k = ((C + 1.0) * usable).sum(axis=1)  # a window's information: its total count over the neurons
+        c_k = (W0 * resid).sum(axis=1) / np.maximum(W0.sum(axis=1), 1e-12)
+        w0sum = W0.sum(axis=0)
+        has = w0sum > 0
+        dev = np.where(has | (P > 0), ((W0 * (resid - c_k[:, None])).sum(axis=0) + P * (resid0 - c0))
+                       / np.maximum(w0sum + P, 1e-12), np.nan)
+        # the line is fitted over four times the forgetting time: a line does not lag a steady drift however long
+        # its memory, and a slope from a few windows is mostly their noise
+        self.alpha = self._population_trend(c_k, age[:, 0] ** 0.25 * w_k, T[:, 0], now_ms, next_ms) + dev
+        return RateFit(self.alpha, self.beta_g, has | (P > 0), w0sum + P)
+
+    def _population_trend(self, c_k: np.ndarray, a_k: np.ndarray, T_s: np.ndarray, now_ms: float,
+                          next_ms: float) -> float:
+        """Tracking: the population intercept the next window will see, from the recent windows' intercepts ``c_k``
+        (weights ``a_k``: information times age). A weighted line in time, evaluated at the middle of the next
+        window. A weighted mean would lag a steady drift by about the forgetting time (on bss2, 300 -> 310 K over
+        120 s, the mean rate ran 5 % high); the line follows it."""
+        t_mid = np.array([w.end_ms for w in self.windows]) * 1e-3 - T_s / 2  # seconds, middle of each window
+        wsum = max(float(a_k.sum()), 1e-12)
+        mean_c = float((a_k * c_k).sum() / wsum)
+        if (a_k > 1e-3 * a_k.max()).sum() < 3:
+            return mean_c
+        t_bar = float((a_k * t_mid).sum() / wsum)
+        stt = float((a_k * (t_mid - t_bar) ** 2).sum())
+        if stt <= 0:
+            return mean_c
+        slope = float((a_k * (t_mid - t_bar) * (c_k - mean_c)).sum()) / stt
+        t_next = now_ms * 1e-3 + next_ms * 1e-3 / 2
+        return mean_c + slope * (t_next - t_bar)
+
+    def _group_slopes(self, y, lnS, lnR, W, wsum, has, fano: float) -> np.ndarray:
+        """Each group's own slope d ln rate / d ln s, shrunk towards the population's ``beta``.
+
+        Empirical Bayes: the group's within-group regression ``b_g`` has variance ``F / Sxx_g``; with a prior
+        spread ``beta_sd`` of true slopes around ``beta`` the posterior mean is ``(Sxx_g b_g + k beta) / (Sxx_g +
+        k)``, ``k = F / beta_sd**2``. Groups the data say little about keep ``beta``; groups whose scale moved a lot
+        get their own, which removes the bias a shared slope leaves when windows far from target are averaged."""
+        safe = np.where(has, wsum, 1.0)
+        xm = (W * lnS).sum(axis=0) / safe
+        ym = (W * (y - self.gamma * lnR)).sum(axis=0) / safe
+        dx = lnS - xm
+        Sxx = (W * dx * dx).sum(axis=0)
+        Sxy = (W * dx * (y - self.gamma * lnR - ym)).sum(axis=0)
+        k = fano / max(self.beta_sd, 1e-6) ** 2
+        b = (Sxy + k * self.beta) / (Sxx + k)
+        return np.clip(np.where(has, b, self.beta), 0.3, 8.0)
+
+    def _fit_slopes(self, y, lnS, lnR, W) -> None:
+        """Pooled within-group weighted regression for beta (and gamma when the ratio moved enough)."""
+        wsum = W.sum(axis=0)
+        ok = wsum > 0
+        if ok.sum() < 1:
+            return
+
+        def demean(x):
+            m = (W * x).sum(axis=0) / np.where(ok, wsum, 1)
+            return (x - m)[:, ok]
+
+        Wk = W[:, ok]
+        ys, xs, us = demean(y), demean(lnS), demean(lnR)
+        Sxx = (Wk * xs * xs).sum()
+        Suu = (Wk * us * us).sum()
+        Sxu = (Wk * xs * us).sum()
+        Sxy = (Wk * xs * ys).sum()
+        Suy = (Wk * us * ys).sum()
+        if Sxx <= 1e-6 * Wk.sum() * 0.01 ** 2:
+            return
+        if Suu > 1e-6 * Wk.sum() * 0.01 ** 2:
+            det = Sxx * Suu - Sxu * Sxu
+            if det > 1e-12 * Sxx * Suu:
+                beta = (Sxy * Suu - Sxu * Suy) / det
+                gamma = (Suy * Sxx - Sxu * Sxy) / det
+                if 0.3 <= beta <= 8.0 and -50 <= gamma <= 50:
+                    self.beta, self.gamma = float(beta), float(gamma)
+                    return
+        beta = (Sxy - self.gamma * Sxu) / Sxx
+        if 0.3 <= beta <= 8.0:
+            self.beta = float(beta)
