@@ -1,4 +1,5 @@
-"""What the host hands the on-board tracker: the tracker section of a gain table, derived from a calibration's record.
+"""The on-board tracker from the host's side: the tracker section of a gain table, derived from a calibration's
+record, and the session that runs the board's tracker through a temperature ramp and judges it.
 
 The board's tracker (``firmware_bridge/firmware/tracker.py``) runs the dual loop's two slow loops without ever
 taking the chip off line, so it cannot measure what the host measured with null windows and excitation-only
@@ -20,14 +21,20 @@ from __future__ import annotations
 
 import json
 import math
-from typing import Mapping, Optional
+import time
+from dataclasses import dataclass
+from typing import Any, Callable, Mapping, Optional
 
 import numpy as np
 
 from hw_models.device import KnobSpec
-from hw_models.table import TRACKER_DEFAULTS
+from hw_models.table import TRACKER_DEFAULTS, GainTable
 
-__all__ = ["tracker_section", "tracker_supported"]
+from .metrics import TrueFigures, true_figures
+from .tracking import Ramp, TrackingResult, run_tracking
+
+__all__ = ["tracker_section", "tracker_section_for", "tracker_supported", "run_onboard_tracking", "OnboardTrackingResult",
+           "OnboardCheckpoint"]
 
 
 def tracker_supported(knobs: Mapping[str, KnobSpec], targets: Optional[Mapping] = None) -> Optional[str]:
@@ -69,31 +76,65 @@ def tracker_section(history, knobs: Mapping[str, KnobSpec], *, rate_hz: float, b
     why = tracker_supported(knobs)
     if why:
         raise ValueError(why)
+    for key in settings:
+        if key not in TRACKER_DEFAULTS:
+            raise ValueError(f"unknown tracker setting {key!r}; expected one of {', '.join(sorted(TRACKER_DEFAULTS))}")
     h = _history_arrays(history)
     kind = np.asarray(h["kind"]).astype(str)
-    T = np.asarray(h["window_ms"], dtype=float)
-    ce = np.asarray(h["codes_e"], dtype=float)
-    ci = np.asarray(h["codes_i"], dtype=float)
-    counts = np.asarray(h["spike_counts"], dtype=float)
-    proxy = np.asarray(h["proxy_pa"], dtype=float)
-    ke, ki = knobs["gain_e"], knobs["gain_i"]
-    G = ke.n_groups
-    group_of = np.asarray(ke.group_of)
-    null = kind == "null"
-    loop = kind == "loop"
-    if not null.any() or not loop.any():
+    if not (kind == "null").any() or not (kind == "loop").any():
         raise ValueError("the calibration record needs null windows and loop windows (a dual-loop calibration)")
-    # ADC offsets: the null windows' mean per channel (never observed: 0, and never used)
-    obs = np.isfinite(proxy[null])
+    offset = _adc_offsets(h, kind)
+    a, b = _balance_sensitivities(h, kind, offset, knobs)
+    last = next((it for it in reversed(h["iterations"]) if it.get("beta") is not None), {})
+    gamma = float(last.get("gamma", 0.0))
+    fano = float(last.get("fano", 1.0))
+    beta = _rate_slopes(h, kind, knobs, rate_hz, float(last.get("beta", 1.5)), gamma, fano)
+    rate_se = float(last.get("rate_se_rms") or TRACKER_DEFAULTS["rate_se"])
+    balance_se = float(last.get("balance_se_rms") or TRACKER_DEFAULTS["balance_se"])
+    out = dict(TRACKER_DEFAULTS)
+    out.update({
+        "boot": "on" if boot else "off", "band": float(band), "rate_hz": float(rate_hz),
+        "fano": float(np.clip(fano, 0.5, 5.0)), "gamma": gamma,
+        "rate_se": float(np.clip(rate_se, 0.01, 0.2)), "balance_se": float(np.clip(balance_se, 0.005, 0.1)),
+        "beta": [round(float(x), 5) for x in beta], "a_pa": [round(float(x), 4) for x in a],
+        "b_pa": [round(float(x), 4) for x in b], "adc_offset_pa": [round(float(x), 4) for x in offset],
+    })
+    out.update(settings)
+    return out
+
+
+def tracker_section_for(history, knobs: Mapping[str, KnobSpec], targets: Mapping) -> Optional[dict]:
+    """The tracker section a calibration's table gets (boot off, default settings), or None when the tracker
+    cannot use this run: knobs it does not drive (``tracker_supported``), or a controller that measured no null
+    windows and no loop windows (the baselines)."""
+    if tracker_supported(knobs, targets) is not None:
+        return None
+    try:
+        return tracker_section(history, knobs, rate_hz=float(targets["rate_hz"]))
+    except ValueError:
+        return None
+
+
+def _adc_offsets(h: dict, kind: np.ndarray) -> np.ndarray:
+    """Each channel's ADC offset: the null windows' mean (a channel never read: 0, and never used)."""
+    proxy = np.asarray(h["proxy_pa"], dtype=float)[kind == "null"]
+    obs = np.isfinite(proxy)
     n_obs = obs.sum(axis=0)
-    offset = np.where(n_obs > 0, np.where(obs, proxy[null], 0.0).sum(axis=0) / np.maximum(n_obs, 1), 0.0)
-    # balance sensitivities: weighted least squares of y = ge a - gi b per group over probe and loop windows
-    use = (kind == "exc_probe") | loop
-    ge = ke.nominal_gain(ce[use].astype(np.int64))[:, group_of]
-    gi = ki.nominal_gain(ci[use].astype(np.int64))[:, group_of]
-    y = proxy[use] - offset[None, :]
+    return np.where(n_obs > 0, np.where(obs, proxy, 0.0).sum(axis=0) / np.maximum(n_obs, 1), 0.0)
+
+
+def _balance_sensitivities(h: dict, kind: np.ndarray, offset: np.ndarray,
+                           knobs: Mapping[str, KnobSpec]) -> tuple[np.ndarray, np.ndarray]:
+    """(a, b) per group: weighted least squares of y = gain_e a - gain_i b over the probe and loop windows
+    (weights: window length), as the dual loop's loop 1; a group with no usable fit gets the population median."""
+    ke, ki = knobs["gain_e"], knobs["gain_i"]
+    group_of, G = np.asarray(ke.group_of), ke.n_groups
+    use = (kind == "exc_probe") | (kind == "loop")
+    ge = ke.nominal_gain(np.asarray(h["codes_e"])[use].astype(np.int64))[:, group_of]
+    gi = ki.nominal_gain(np.asarray(h["codes_i"])[use].astype(np.int64))[:, group_of]
+    y = np.asarray(h["proxy_pa"], dtype=float)[use] - offset[None, :]
     ok = np.isfinite(y)
-    w = np.where(ok, T[use][:, None], 0.0)
+    w = np.where(ok, np.asarray(h["window_ms"], dtype=float)[use][:, None], 0.0)
     y0 = np.where(ok, y, 0.0)
 
     def gsum(x):
@@ -108,76 +149,99 @@ def tracker_section(history, knobs: Mapping[str, KnobSpec], *, rate_hz: float, b
     fit = np.isfinite(a) & np.isfinite(b) & (a > 0) & (b > 0)
     if not fit.any():
         raise ValueError("no group's balance sensitivities could be fitted from the calibration record")
-    a = np.where(fit, a, np.median(a[fit]))
-    b = np.where(fit, b, np.median(b[fit]))
-    # rate slopes: each group's own regression of ln rate on ln s (applied codes) over the loop windows, shrunk
-    # towards the population slope the dual loop ended with
-    last = next((it for it in reversed(h["iterations"]) if it.get("beta") is not None), {})
-    beta_pop = float(last.get("beta", 1.5))
-    gamma = float(last.get("gamma", 0.0))
-    fano = float(last.get("fano", 1.0))
-    geL = ke.nominal_gain(ce[loop].astype(np.int64))
-    giL = ki.nominal_gain(ci[loop].astype(np.int64))
+    return np.where(fit, a, np.median(a[fit])), np.where(fit, b, np.median(b[fit]))
+
+
+def _rate_slopes(h: dict, kind: np.ndarray, knobs: Mapping[str, KnobSpec], rate_hz: float, beta_pop: float,
+                 gamma: float, fano: float) -> np.ndarray:
+    """beta per group: each group's own regression of ln rate on ln s (the codes really applied) over the loop
+    windows, weighted by counts and closeness to target as the dual loop weighs them, shrunk towards the
+    population's slope (empirical Bayes, prior spread 0.3: docs/controller.md)."""
+    ke, ki = knobs["gain_e"], knobs["gain_i"]
+    group_of, G = np.asarray(ke.group_of), ke.n_groups
+    loop = kind == "loop"
+    geL = ke.nominal_gain(np.asarray(h["codes_e"])[loop].astype(np.int64))
+    giL = ki.nominal_gain(np.asarray(h["codes_i"])[loop].astype(np.int64))
     live = (geL > 0) & (giL > 0)
     with np.errstate(divide="ignore"):
-        lnS = np.where(live, 0.5 * (np.log(np.where(live, geL, 1)) + np.log(np.where(live, giL, 1))), 0.0)
-        lnR = np.where(live, np.log(np.where(live, geL, 1)) - np.log(np.where(live, giL, 1)), 0.0)
-    cL = np.stack([np.bincount(group_of, weights=row, minlength=G) for row in counts[loop]])
+        le, li = np.log(np.where(live, geL, 1)), np.log(np.where(live, giL, 1))
+    lnS, lnR = np.where(live, 0.5 * (le + li), 0.0), np.where(live, le - li, 0.0)
+    counts = np.asarray(h["spike_counts"], dtype=float)[loop]
+    cL = np.stack([np.bincount(group_of, weights=row, minlength=G) for row in counts])
     nper = np.bincount(group_of, minlength=G)
-    TL = T[loop][:, None] * 1e-3
+    TL = np.asarray(h["window_ms"], dtype=float)[loop][:, None] * 1e-3
     yr = np.log((cL + 0.5) / np.maximum(nper, 1) / TL) - gamma * lnR
     close = np.exp(-((yr + gamma * lnR - math.log(rate_hz)) / 0.5) ** 2)  # the dual loop's closeness (near 0.5)
     W = (cL + 1.0) * close * live
     wsum = W.sum(axis=0)
     has = wsum > 0
     safe = np.where(has, wsum, 1.0)
-    xm = (W * lnS).sum(axis=0) / safe
-    ym = (W * yr).sum(axis=0) / safe
+    xm, ym = (W * lnS).sum(axis=0) / safe, (W * yr).sum(axis=0) / safe
     Sxx = (W * (lnS - xm) ** 2).sum(axis=0)
     Sxy = (W * (lnS - xm) * (yr - ym)).sum(axis=0)
     k = fano / 0.3 ** 2
-    beta = np.clip(np.where(has, (Sxy + k * beta_pop) / (Sxx + k), beta_pop), 0.3, 8.0)
-    rate_se = float(last.get("rate_se_rms") or TRACKER_DEFAULTS["rate_se"])
-    balance_se = float(last.get("balance_se_rms") or TRACKER_DEFAULTS["balance_se"])
-    out = dict(TRACKER_DEFAULTS)
-    out.update({
-        "boot": "on" if boot else "off", "band": float(band), "rate_hz": float(rate_hz),
-        "fano": float(np.clip(fano, 0.5, 5.0)), "gamma": gamma,
-        "rate_se": float(np.clip(rate_se, 0.01, 0.2)), "balance_se": float(np.clip(balance_se, 0.005, 0.1)),
-        "beta": [round(float(x), 5) for x in beta], "a_pa": [round(float(x), 4) for x in a],
-        "b_pa": [round(float(x), 4) for x in b], "adc_offset_pa": [round(float(x), 4) for x in offset],
-    })
-    for key, v in settings.items():
-        if key not in TRACKER_DEFAULTS:
-            raise ValueError(f"unknown tracker setting {key!r}; expected one of {', '.join(sorted(TRACKER_DEFAULTS))}")
-        out[key] = v
-    return out
+    return np.clip(np.where(has, (Sxy + k * beta_pop) / (Sxx + k), beta_pop), 0.3, 8.0)
 
 
-def _figures(tf) -> dict:
-    d = tf.to_dict()
-    return {k: d[k] for k in ("rate_mean_hz", "rate_cv", "rate_cv_deconvolved", "counting_cv", "balance_median",
-                              "balance_p95", "fano", "replay_s")}
+# -- the on-board tracker through a temperature ramp: a session ----------------------------------------------------
 
 
-def run_onboard_tracking(profile, seed: int, table, ramp: tuple[float, float, float], *, checkpoints: int = 6,
-                         replay_s: float = 60.0, host: bool = True, host_halflife_s: float = 15.0,
-                         progress=None) -> dict:
-    """The on-board tracker through a temperature ramp, judged by the emulated chip's truth; the same chip on its
-    static table, and (``host``) host-side tracking (``eical track``) on the same chip and ramp, for comparison.
+@dataclass
+class OnboardCheckpoint:
+    """The true figures, at one instant of the ramp, of the codes the board ran then and of the static table."""
 
-    An in-process board (the real firmware, the numpy chip behind ``NumpyChipPort``, a RAM NVM) is flashed with
-    ``table`` (format 2: it needs a tracker section), the host sends TRACK_START and then nothing: the board runs
-    its tracker alone (``Board.tick``) until the ramp's end in model time. Then one TRACK_STATUS proves the host was
-    silent (the board counted no frame between the start and it), the tracked codes are read as a table, the
-    tracker is stopped and the NVM is compared byte for byte with what it held before the start.
+    model_time_s: float
+    temperature_k: float
+    onboard: TrueFigures
+    static: TrueFigures
 
-    At ``checkpoints`` instants (0 to the ramp's end) the codes the chip ran then (the emulator's code log) are
-    replayed for ``replay_s`` on independent inputs at that instant's temperature (``true_figures``: the true
-    rate, counting noise removed from the CV, and the true balance index). Returns a JSON-able dict.
-    """
-    import time
+    def to_dict(self) -> dict:
+        return {"model_time_s": self.model_time_s, "temperature_k": self.temperature_k,
+                "onboard": self.onboard.to_dict(), "static": self.static.to_dict()}
 
+
+@dataclass
+class OnboardTrackingResult:
+    """What a ramp with the on-board tracker showed, with the proofs the issue asks for: the host was silent from
+    TRACK_START to the ramp's end (``frames_*``), the NVM is byte-identical before and after, and the tracked codes
+    came back as a table."""
+
+    ramp: Ramp
+    target_rate_hz: float
+    checkpoints: list[OnboardCheckpoint]
+    status: Any  # firmware_bridge.client.TrackerStatus at the ramp's end
+    host_silent: bool
+    frames_at_start: int
+    frames_at_status: int
+    nvm_unchanged: bool
+    tracked_table: GainTable
+    sim_cpu_s: float
+    host: Optional[TrackingResult] = None  # host-side tracking (``eical track``) on the same chip and ramp
+
+    def worst(self, side: str) -> dict:
+        """The worst true figures over the checkpoints of ``side`` ("onboard" or "static")."""
+        figs = [getattr(c, side) for c in self.checkpoints]
+        errs = [f.rate_mean_hz / self.target_rate_hz - 1 for f in figs]
+        return {"rate_err": max(abs(e) for e in errs), "rate_err_signed": max(errs, key=abs),
+                "balance_p95": max(f.balance_p95 for f in figs),
+                "rate_cv_deconvolved": max(f.rate_cv_deconvolved for f in figs)}
+
+    def to_dict(self) -> dict:
+        d = {"ramp": {"T0_K": self.ramp.t0_k, "T1_K": self.ramp.t1_k, "seconds": self.ramp.seconds},
+             "target_rate_hz": self.target_rate_hz, "checkpoints": [c.to_dict() for c in self.checkpoints],
+             "onboard_worst": self.worst("onboard"), "static_worst": self.worst("static"),
+             "host_silent": self.host_silent, "frames_at_start": self.frames_at_start,
+             "frames_at_status": self.frames_at_status, "nvm_unchanged": self.nvm_unchanged,
+             "status": self.status.to_dict(), "sim_cpu_s": self.sim_cpu_s,
+             "tracked_codes": {k: list(v.codes) for k, v in self.tracked_table.knobs.items()}}
+        if self.host is not None:
+            d["host"] = self.host.to_dict()
+        return d
+
+
+def _board_through_ramp(profile: Any, seed: int, table: GainTable, ramp: Ramp, progress=None) -> dict:
+    """Flash ``table`` to an in-process board with the emulated chip behind it, start the tracker, let the board
+    run alone to the ramp's end, then take the status, the tracked table and the NVM comparison."""
     from firmware_bridge.boardtable import read_board_table
     from firmware_bridge.emulator import ModelClock, NumpyChipPort, TemperatureRamp
     from firmware_bridge.firmware import nvm
@@ -186,79 +250,67 @@ def run_onboard_tracking(profile, seed: int, table, ramp: tuple[float, float, fl
     from firmware_bridge.testing import memory_client
     from hw_models.emulator import NumpyDevice
 
-    from .metrics import true_figures
-
-    if table.tracker is None:
-        raise ValueError("the table has no tracker section (format 2): the on-board tracker has nothing to start from")
-    t0, t1, sec = ramp
-    rmp = TemperatureRamp(t0, t1, sec)
-    dev = NumpyDevice(profile, seed, temperature_k=t0)
+    rmp = TemperatureRamp(ramp.t0_k, ramp.t1_k, ramp.seconds)
+    dev = NumpyDevice(profile, seed, temperature_k=ramp.t0_k)
     table.check_identity(dev.identity)
     table.check_knobs(dev.knobs)
-    rate = float(table.tracker["rate_hz"])
     port = NumpyChipPort(dev, ramp=rmp, clock=ModelClock(None))
     flash = nvm.RamFlash(nvm.flash_size())
     client = memory_client(lambda: Board(port, flash))
     flash_table(client, TableImage.from_gain_table(table))
     nvm_before = bytes(flash.mem)
-    board = client.transport.board
     started = client.track_start()
+    board = client.transport.board
     cpu = time.process_time()
-    ticks = 0
-    while board.model_ms < rmp.end_ms - 1e-6:
-        if not board.tick():
-            break
-        ticks += 1
+    while board.model_ms < rmp.end_ms - 1e-6 and board.tick():  # the board alone: no frame from the host
         if progress is not None and board.tracker.sub == 0:
-            progress(board.tracker.windows, board.model_ms / 1e3, {"rate_mean_hz": board.tracker.last_rate_hz})
+            progress(board.tracker.windows, board.model_ms / 1e3, None)
     sim_cpu = time.process_time() - cpu
     status = client.track_status(detail=True)
-    silent = (status.frames == started.frames + 1 and abs(status.prev_frame_s - status.start_s) < 1e-9)
-    tracked_table, _ = read_board_table(client, tracked=True)
-    stopped = client.track_stop()
-    nvm_same = bytes(flash.mem) == nvm_before
+    silent = status.frames == started.frames + 1 and abs(status.prev_frame_s - status.start_s) < 1e-9
+    tracked, _ = read_board_table(client, tracked=True)
+    client.track_stop()
+    return {"port": port, "status": status, "silent": silent, "frames": (started.frames, status.frames),
+            "tracked": tracked, "nvm_unchanged": bytes(flash.mem) == nvm_before, "sim_cpu": sim_cpu,
+            "profile": dev.profile}
+
+
+def run_onboard_tracking(profile: Any, seed: int, table: GainTable, ramp: Ramp, *, checkpoints: int = 6,
+                         replay_s: float = 60.0, host: bool = False, host_halflife_s: float = 15.0,
+                         progress: Optional[Callable[[int, float, Any], None]] = None) -> OnboardTrackingResult:
+    """The on-board tracker through ``ramp``, judged by the emulated chip's truth, against the same chip on its
+    static table, and (``host``) against host-side tracking (``calibrate.tracking.run_tracking``) of the same chip
+    and ramp.
+
+    A board in this process (the real firmware, the numpy chip behind ``NumpyChipPort``, a RAM NVM) is flashed
+    with ``table`` (format 2: it needs a tracker section); the host sends TRACK_START and then nothing: the board
+    runs its tracker alone until the ramp's end in model time. One TRACK_STATUS then proves the host was silent
+    (the board counted no frame in between), the tracked codes are read back as a table, the tracker is stopped and
+    the NVM compared byte for byte with what it held before the start.
+
+    At ``checkpoints`` instants (0 to the ramp's end) the codes the chip ran then (the emulator's code log) and the
+    static table are replayed for ``replay_s`` on independent inputs at that instant's temperature
+    (``true_figures``: the true mean rate, the CV with the replay's counting noise removed, the balance index)."""
+    if table.tracker is None:
+        raise ValueError("the table has no tracker section (format 2): the on-board tracker has nothing to start from")
+    rate = float(table.tracker["rate_hz"])
+    run = _board_through_ramp(profile, seed, table, ramp, progress)
     static = table.codes()
-    marks = [sec * k / max(checkpoints - 1, 1) for k in range(checkpoints)]
     rows = []
-    for t_s in marks:
-        T = rmp.at(t_s * 1e3)
-        codes = port.codes_at(t_s * 1e3 + 1e-6)
-        tr = true_figures(profile, seed, codes, replay_s=replay_s, target_rate_hz=rate, temperature_k=T)
-        st = true_figures(profile, seed, static, replay_s=replay_s, target_rate_hz=rate, temperature_k=T)
-        rows.append({"model_time_s": t_s, "temperature_k": T, "tracked": _figures(tr), "static": _figures(st)})
+    for k in range(checkpoints):
+        t_s = ramp.seconds * k / max(checkpoints - 1, 1)
+        T = ramp.at(t_s * 1e3)
+        codes = run["port"].codes_at(t_s * 1e3 + 1e-6)
+        rows.append(OnboardCheckpoint(
+            t_s, T, true_figures(run["profile"], seed, codes, replay_s=replay_s, target_rate_hz=rate, temperature_k=T),
+            true_figures(run["profile"], seed, static, replay_s=replay_s, target_rate_hz=rate, temperature_k=T)))
         if progress is not None:
-            progress(len(rows), t_s, {"rate_mean_hz": tr.rate_mean_hz})
-
-    def worst(key: str) -> dict:
-        xs = [r[key] for r in rows]
-        return {"rate_err": max(abs(x["rate_mean_hz"] / rate - 1) for x in xs),
-                "rate_err_signed": max((x["rate_mean_hz"] / rate - 1 for x in xs), key=abs),
-                "balance_p95": max(x["balance_p95"] for x in xs),
-                "rate_cv_deconvolved": max(x["rate_cv_deconvolved"] for x in xs)}
-
-    out = {
-        "profile": str(profile), "seed": seed, "ramp": {"T0_K": t0, "T1_K": t1, "seconds": sec},
-        "target_rate_hz": rate, "replay_s": replay_s, "checkpoints": rows,
-        "onboard_worst": worst("tracked"), "static_worst": worst("static"),
-        "host_silent": silent, "frames_at_start": started.frames, "frames_at_status": status.frames,
-        "nvm_unchanged": nvm_same, "windows": status.windows, "board_ticks": ticks, "sim_cpu_s": sim_cpu,
-        "status": status.to_dict(), "stopped": stopped.running is False,
-        "tracked_codes": {k: list(v.codes) for k, v in tracked_table.knobs.items()},
-    }
+            progress(k + 1, t_s, rows[-1].onboard)
+    out = OnboardTrackingResult(ramp=ramp, target_rate_hz=rate, checkpoints=rows, status=run["status"],
+                                host_silent=run["silent"], frames_at_start=run["frames"][0],
+                                frames_at_status=run["frames"][1], nvm_unchanged=run["nvm_unchanged"],
+                                tracked_table=run["tracked"], sim_cpu_s=run["sim_cpu"])
     if host:
-        from .commands import run_tracking
-
-        h = run_tracking(profile, seed, table, ramp, checkpoints=checkpoints, replay_s=replay_s,
-                         halflife_s=host_halflife_s)
-        out["host"] = {"checkpoints": [{"model_time_s": c["model_time_s"], "temperature_k": c["temperature_k"],
-                                        "tracked": _figures_dict(c["tracked"])} for c in h["checkpoints"]],
-                       "worst": {"rate_err": h["tracked_worst"]["rate_err"],
-                                 "balance_p95": h["tracked_worst"]["balance_p95"],
-                                 "rate_cv_deconvolved": h["tracked_worst"]["rate_cv_deconvolved"]},
-                       "windows": h["windows"]}
+        out.host = run_tracking(profile, seed, table, ramp, checkpoints=checkpoints, replay_s=replay_s,
+                                halflife_s=host_halflife_s)
     return out
-
-
-def _figures_dict(d: dict) -> dict:
-    return {k: d[k] for k in ("rate_mean_hz", "rate_cv", "rate_cv_deconvolved", "counting_cv", "balance_median",
-                              "balance_p95", "fano", "replay_s")}

@@ -11,7 +11,8 @@ the gain table, and for an emulated chip measures the true figures by an indepen
 with ``diagnostics_s``, the balance diagnostics before and after. :meth:`CalibrationOutcome.write` writes an output
 directory once:
 
-- ``table.json``: the gain table (hw_models.table format), validated on load, refused by any other chip;
+- ``table.json``: the gain table (hw_models.table format), validated on load, refused by any other chip; with the
+  on-board tracker's section (format 2, ``calibrate.onboard``) when the run measured what the tracker needs;
 - ``summary.json``: :meth:`CalibrationOutcome.to_dict`: figures before and after, neuron accounting, controller and
   settings, times, true figures;
 - ``history.npz``: every window (codes, spike counts, proxy readings, times) and the figures before and after;
@@ -34,6 +35,7 @@ from .controllers import Controller, Targets, make_controller
 from .diagnostics.report import CalibrationDiagnostics, diagnose_calibration
 from .figures import counting_floor
 from .metrics import TrueFigures, true_figures
+from .onboard import tracker_section_for
 from .run import CalibrationResult, ProgressFn, calibrate
 
 __all__ = ["CalibrationOutcome", "calibrate_chip", "run_calibration", "targets_for"]
@@ -121,6 +123,7 @@ def run_calibration(device: Device, *, controller: Union[str, Controller] = "dua
     table = GainTable.from_codes(device.identity, device.knobs, result.codes, targets=targets.to_dict(),
                                  metrics={"before": _figures(result.before), "after": _figures(result.after)},
                                  controller={"name": result.controller, "settings": result.controller_settings})
+    table.tracker = tracker_section_for(result.history, device.knobs, targets.to_dict())  # format 2 when it can
     outcome = CalibrationOutcome(result=result, table=table,
                                  code_ref={k: int(spec.code_ref) for k, spec in device.knobs.items()})
     emulated = getattr(device, "chip", None) is not None

@@ -15,30 +15,9 @@ from hw_models.table import GainTable, KnobTable, check_tracker
 
 from .client import BoardClient, TrackerStatus
 from .errors import BridgeError
-from .firmware import nvm
 from .flash import tracker_from_firmware
 
-__all__ = ["decode_active", "read_board_table"]
-
-
-def decode_active(client: BoardClient) -> tuple[dict, Optional[dict], dict]:
-    """The board's active table: (codes per knob, tracker section in the firmware's units or None, where: bank,
-    generation, crc). Raises BridgeError when the board has no table or its payload does not decode."""
-    h = client.hello()
-    if not h.has_table:
-        raise BridgeError(f"board {h.uid} has no table in its NVM (it runs the reference codes)",
-                          board_table=h.table_desc())
-    bank, gen, crc, data = client.read_table()
-    if nvm.crc32(data) != crc:
-        raise BridgeError(f"the table read from board {h.uid} does not match its CRC 0x{crc:08x} (read again)",
-                          board_table=h.table_desc())
-    try:
-        knobs, tracker = nvm.decode_payload(data)
-    except ValueError as e:
-        raise BridgeError(f"board {h.uid}'s active table does not decode: {e}", board_table=h.table_desc()) \
-            from None
-    return {k["name"]: list(k["codes"]) for k in knobs}, tracker, {"bank": nvm.BANK_NAMES[bank], "generation": gen,
-                                                                    "crc": f"0x{crc:08x}"}
+__all__ = ["read_board_table"]
 
 
 def read_board_table(client: BoardClient, *, tracked: bool = False) -> tuple[GainTable, Optional[TrackerStatus]]:
@@ -48,7 +27,7 @@ def read_board_table(client: BoardClient, *, tracked: bool = False) -> tuple[Gai
     With ``tracked`` the board must have a table with a tracker section and its tracker must have run since boot
     (else there is nothing tracked to save: BridgeError)."""
     h = client.hello()
-    codes, tracker, where = decode_active(client)
+    codes, tracker, where = client.active_table()
     status = None
     source = {"read_from": "board NVM", "board_uid": h.uid, "active": where}
     if tracked:

@@ -621,9 +621,7 @@ class BoardClient:
         ram = self.read_ram_codes()
         moves = None
         if h.has_table:
-            from . import boardtable
-
-            flashed = boardtable.decode_active(self)[0]
+            flashed = self.active_table()[0]
             moves = {k: [int(a) - int(b) for a, b in zip(ram[k], flashed[k])] for k in ram}
         flags = None
         if st.windows or st.running or st.why != "not started since boot":
@@ -661,6 +659,28 @@ class BoardClient:
         flashed table's or what SET_CODES set."""
         h = self._need_hello()
         return {k.name: self._read_track(M.READ_CODES, i) for i, k in enumerate(h.knobs)}
+
+    def active_table(self) -> tuple[dict, Optional[dict], dict]:
+        """The active table from the NVM (READ_TABLE, decoded): (codes per knob, its tracker section in the
+        firmware's units or None, where: bank, generation, crc). Raises BridgeError when the board has no table
+        or what was read does not decode."""
+        from .errors import BridgeError
+
+        h = self.hello()
+        if not h.has_table:
+            raise BridgeError(f"board {h.uid} has no table in its NVM (it runs the reference codes)",
+                              board_table=h.table_desc())
+        bank, gen, crc, data = self.read_table()
+        if nvm.crc32(data) != crc:
+            raise BridgeError(f"the table read from board {h.uid} does not match its CRC 0x{crc:08x} (read again)",
+                              board_table=h.table_desc())
+        try:
+            knobs, tracker = nvm.decode_payload(data)
+        except ValueError as e:
+            raise BridgeError(f"board {h.uid}'s active table does not decode: {e}", board_table=h.table_desc()) \
+                from None
+        return ({k["name"]: list(k["codes"]) for k in knobs}, tracker,
+                {"bank": nvm.BANK_NAMES[bank], "generation": gen, "crc": f"0x{crc:08x}"})
 
     def reset(self) -> Hello:
         """RESET the board, then HELLO: returns the new boot's HELLO (its boot count has moved on)."""

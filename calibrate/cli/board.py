@@ -1,4 +1,5 @@
-"""``eical flash | devices | info | board-emulator``: a dev board, through ``firmware_bridge`` (esptool style).
+"""``eical flash | devices | info | read-table | board-emulator`` and ``eical track --on-board``: a dev board,
+through ``firmware_bridge`` (esptool style).
 
 Each handler calls the bridge, prints one result (or one ``--json`` object on stdout), and turns a bridge error into
 its exit code from the one table (:mod:`.exits`) with one error line on stderr that says which table the board runs
@@ -11,9 +12,10 @@ import json
 import sys
 from typing import Any, Optional
 
+from .argtypes import positive_float, temperature_ramp
 from .exits import MEANING, ExitCode, exit_code_for
 
-__all__ = ["add_subcommands"]
+__all__ = ["add_subcommands", "cmd_track_onboard", "port_args"]
 
 BOARD_CODES = (ExitCode.OK, ExitCode.USAGE, ExitCode.IDENTITY, ExitCode.LINK_LOST, ExitCode.VERIFY, ExitCode.BOARD,
                ExitCode.INTERRUPTED)
@@ -166,8 +168,69 @@ def _cmd_devices(args: argparse.Namespace) -> int:
     return ExitCode.OK
 
 
+def cmd_track_onboard(args: argparse.Namespace) -> int:
+    """``eical track --port P --on-board start|stop|status``: the board's own tracker (docs/protocol.md,
+    "The on-board tracker"). ``eical track`` without ``--on-board`` runs the host-side tracking session."""
+    from firmware_bridge.errors import BridgeError
+    from firmware_bridge.host import open_client
+
+    client = None
+    try:
+        client = open_client(args.port, args.baud)
+        if args.on_board == "start":
+            st = client.track_start()
+        elif args.on_board == "stop":
+            st = client.track_stop(revert=args.revert)
+        else:
+            st = client.track_status(detail=True)
+        h = client.hello_info
+    except BridgeError as e:
+        return _fail(e, "track", args.json)
+    finally:
+        if client is not None:
+            client.close()
+    if args.json:
+        print(json.dumps(dict(st.to_dict(), ok=True, board=h.uid if h else None, table=h.table_desc() if h else None)))
+    else:
+        print(f"board {h.uid}: {h.table_desc()}" if h else "")
+        print(st.summary())
+    return ExitCode.OK
+
+
+def _cmd_read_table(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from firmware_bridge.boardtable import read_board_table
+    from firmware_bridge.errors import BridgeError
+    from firmware_bridge.host import open_client
+
+    out = Path(args.out) if args.out else None
+    if out is not None and out.exists() and not args.force:
+        print(f"eical read-table: error: {out} exists; pass --force to overwrite it", file=sys.stderr)
+        return ExitCode.USAGE
+    client = None
+    try:
+        client = open_client(args.port, args.baud)
+        table, status = read_board_table(client, tracked=args.tracked)
+    except BridgeError as e:
+        return _fail(e, "read-table", args.json)
+    finally:
+        if client is not None:
+            client.close()
+    if out is not None:
+        table.save(out)
+    if args.json or out is None:
+        print(table.to_json())
+    if out is not None and not args.json:
+        what = (f"the tracked codes ({status.windows} windows, {status.tracked_s:.0f} s of model time, "
+                f"{'still running' if status.running else status.why})" if status is not None else "the flashed table")
+        print(f"wrote {out}: {what} of board {table.chip_uid}; flash it with `eical flash {out} --port {args.port}`",
+              file=sys.stderr)
+    return ExitCode.OK
+
+
 def _cmd_board_emulator(args: argparse.Namespace) -> int:
-    from firmware_bridge.emulator import run_emulator
+    from firmware_bridge.emulator import TemperatureRamp, run_emulator
     from firmware_bridge.errors import BridgeError
 
     test_chip = args.test_chip or (64 if args.micropython else None)
@@ -175,8 +238,10 @@ def _cmd_board_emulator(args: argparse.Namespace) -> int:
         print("eical board-emulator: error: --new needs --nvm FILE", file=sys.stderr)
         return ExitCode.USAGE
     try:
+        ramp = TemperatureRamp(*args.temperature_ramp) if args.temperature_ramp else None
         return int(run_emulator(profile=args.profile, seed=args.seed, nvm_path=args.nvm, test_chip=test_chip,
-                                micropython=args.micropython, uid=args.uid, new_nvm=args.new) or 0)
+                                micropython=args.micropython, uid=args.uid, new_nvm=args.new, ramp=ramp,
+                                time_scale=args.time_scale, code_log=args.code_log) or 0)
     except KeyboardInterrupt:
         return ExitCode.OK
     except BridgeError as e:  # NvmImageError: the file is not an NVM image (left untouched)
@@ -204,16 +269,20 @@ def _cmd_nvm(args: argparse.Namespace) -> int:
     return ExitCode.OK
 
 
-def _port_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--port", "-p", required=True, help="serial port or pyserial URL (/dev/ttyACM0, /dev/pts/7, "
+def port_args(p: argparse.ArgumentParser, required: bool = True) -> None:
+    p.add_argument("--port", "-p", required=required, help="serial port or pyserial URL (/dev/ttyACM0, /dev/pts/7, "
                    "socket://host:port, or eicalfault://PORT?ber=1e-3&seed=1&faults=all for a link with injected "
                    "noise)")
     p.add_argument("--baud", type=int, default=115200, help="nominal baud rate; scales timeouts (default 115200; "
                    "never 1200)")
 
 
+def _port_args(p: argparse.ArgumentParser) -> None:
+    port_args(p)
+
+
 def add_subcommands(subparsers: Any) -> None:
-    """Register ``flash``, ``info``, ``devices`` and ``board-emulator``."""
+    """Register ``flash``, ``info``, ``devices``, ``read-table``, ``board-emulator`` and ``nvm``."""
     p = subparsers.add_parser("flash", help="write a gain table into a board's NVM (safe to interrupt and re-run)",
                               description="Identity check, diff, write, verify, commit, read-back. The board keeps "
                               "running its old table until the new one is complete and verified.", epilog=EPILOG)
@@ -253,7 +322,28 @@ def add_subcommands(subparsers: Any) -> None:
     p.add_argument("--micropython", action="store_true", help="run the firmware in a MicroPython unix-port process "
                    "(with the test chip)")
     p.add_argument("--uid", help="UID of the test chip")
+    p.add_argument("--temperature-ramp", type=temperature_ramp, metavar="T0:T1:SECONDS",
+                   help="drift the emulated chip: temperature from T0 to T1 kelvin over SECONDS of the board's model "
+                   "time, from its start")
+    p.add_argument("--time-scale", type=positive_float, metavar="X",
+                   help="run model time at X model seconds per wall second (1: a real-time board; idle time then "
+                   "passes too); default: free-running, as fast as the chip is simulated")
+    p.add_argument("--code-log", metavar="FILE", help="append every code change the chip sees to FILE (JSON lines: "
+                   "model_s, temperature_k, codes), to judge afterwards what the board ran")
     p.set_defaults(func=_cmd_board_emulator)
+
+    p = subparsers.add_parser("read-table", help="save a board's table as table.json: the flashed one, or with "
+                              "--tracked the codes its on-board tracker holds now",
+                              description="Reads the active table from the board's NVM (identity, codes, tracker "
+                              "section). With --tracked the codes come from the board's RAM instead: what its "
+                              "on-board tracker found, as a table `eical flash` accepts.", epilog=EPILOG)
+    _port_args(p)
+    p.add_argument("--tracked", action="store_true", help="the codes the on-board tracker holds (RAM), not the "
+                   "flashed ones")
+    p.add_argument("--out", metavar="FILE", help="write the table here (default: print it on stdout)")
+    p.add_argument("--force", action="store_true", help="overwrite --out if it exists")
+    p.add_argument("--json", action="store_true", help="print the table on stdout also with --out")
+    p.set_defaults(func=_cmd_read_table)
 
     p = subparsers.add_parser("nvm", help="check an NVM image file, or migrate one written before image headers",
                               description="check: is FILE an eical NVM image of this format? migrate: add the image "
