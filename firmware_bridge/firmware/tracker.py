@@ -215,6 +215,15 @@ class Tracker:
         self.ref_i = float(ref_i)
         self.top_e = (1 << bits_e) - 1
         self.top_i = (1 << bits_i) - 1
+        # ln(code) of every code of DACs up to 12 bits (at most 16 KiB): the quantiser's logarithms become lookups
+        self.ln_code = None
+        top = max(self.top_e, self.top_i)
+        if top < 4096:
+            self.ln_code = array("f", [0.0])
+            for c in range(1, top + 1):
+                self.ln_code.append(math.log(c))
+        self.ln_ref_e = math.log(self.ref_e)
+        self.ln_ref_i = math.log(self.ref_i)
         self.beta = params["beta"]
         self.a = params["a"]
         self.b = params["b"]
@@ -244,6 +253,7 @@ class Tracker:
         self.ew = zeros("f", G)
         self.ubar = zeros("f", G)  # smoothed measured balance index per group (STATUS)
         self.ulast = zeros("f", G)  # the last window's measured balance index per group (STATUS)
+        self.dinv = zeros("f", G)  # 1 / (d y / d ln r) at the codes in force (a sub-window's imbalance, cheaply)
         self.flags = bytearray(G)
         # per neuron: sub-window counts of the current window, proxy sums, frozen
         self.cnt = zeros("I", N * self.splits)
@@ -292,6 +302,8 @@ class Tracker:
             self.esum[g] = prior_bal * (self.ln_r[g] - mean_r0)
             self.ew[g] = prior_bal
         self.p0 = mean_res  # the table's population intercept: what the line says before any window
+        for g in range(G):
+            self.set_dinv(g)
         self.q0 = mean_r0
         self.trend_p = Trend()
         self.trend_q = Trend()
@@ -336,22 +348,21 @@ class Tracker:
         cnt = self.cnt
         top = self.counter_max
         sat = self.sat_sub
+        nfrozen = self.nfrozen
+        ctot = 0
         for n in range(N):
             c = counts[n]
             if c >= top:
                 sat[n] = 1
             cnt[base + n] = c
+            if not nfrozen[n]:
+                ctot += c
         ysum, ycnt, off = self.ysum, self.ycnt, self.offset
-        nfrozen = self.nfrozen
         per = self.per
-        ctot = 0
         us = 0.0
         un = 0
-        for n in range(N):
-            if not nfrozen[n]:
-                ctot += counts[n]
         if proxies is not None:
-            a, b = self.a, self.b
+            dinv = self.dinv
             for n in range(N):
                 y = proxies[n]
                 if y is not None and y == y:
@@ -359,11 +370,8 @@ class Tracker:
                     ysum[n] += y
                     ycnt[n] += 1
                     if not nfrozen[n]:
-                        g = n // per
-                        d = 0.5 * (self.code_e[g] / self.ref_e * a[g] + self.code_i[g] / self.ref_i * b[g])
-                        if d > 0.0:
-                            us += y / d
-                            un += 1
+                        us += y * dinv[n // per]
+                        un += 1
         self.sub_c[self.sub] = ctot
         self.sub_u[self.sub] = us / un if un else None
         if self.one_per_core:
@@ -395,7 +403,7 @@ class Tracker:
         sat_counts = float(p["sat_ratio"]) * expected
         silent_min = float(p["silent_expected"])
         # 1. per neuron: totals, freeze rules
-        tot = [0.0] * K
+        tot = [0] * K
         for n in range(N):
             if nfrozen[n]:
                 continue
@@ -414,34 +422,32 @@ class Tracker:
                 tot[k] += cnt[k * N + n]
         # 2. the Fano factor (per-neuron knobs): each neuron's count across sub-windows, the population's common
         # fluctuation removed (shared inputs make every neuron fire more in the same sub-window), unbiased mean
-        # of var/mean over neurons (docs/controller.md, "Fano factor")
-        if per == 1 and K >= 2:
-            tm = 0.0
-            for k in range(K):
-                tm += tot[k]
-            tm /= K
-            if tm > 0.0:
-                acc = 0.0
-                nf = 0
-                for n in range(N):
-                    if nfrozen[n]:
-                        continue
-                    m = 0
-                    for k in range(K):
-                        m += cnt[k * N + n]
-                    m = m / K
-                    if m <= 0.5:
-                        continue
-                    v = 0.0
-                    for k in range(K):
-                        r = cnt[k * N + n] - m * tot[k] / tm
-                        v += r * r
-                    acc += v / (K - 1) / m
-                    nf += 1
-                if nf >= 3:
-                    f = acc / nf
-                    self.fano = min(5.0, max(0.5, (self.fano * self.fano_w + f * T_ms) / (self.fano_w + T_ms)))
-                    self.fano_w += T_ms
+        # of var/mean over neurons (docs/controller.md, "Fano factor"). Written to box few floats (MicroPython).
+        all_tot = 0
+        for k in range(K):
+            all_tot += tot[k]
+        if per == 1 and K >= 2 and all_tot > 0:
+            acc = 0.0
+            nf = 0
+            for n in range(N):
+                if nfrozen[n]:
+                    continue
+                S = 0
+                for k in range(K):
+                    S += cnt[k * N + n]
+                if 2 * S <= K:  # mean count at most 0.5
+                    continue
+                f = S / all_tot  # this neuron's share of each sub-window's total
+                v = 0.0
+                for k in range(K):
+                    r = cnt[k * N + n] - f * tot[k]
+                    v += r * r
+                acc += v * K / ((K - 1) * S)
+                nf += 1
+            if nf >= 3:
+                f = acc / nf
+                self.fano = min(5.0, max(0.5, (self.fano * self.fano_w + f * T_ms) / (self.fano_w + T_ms)))
+                self.fano_w += T_ms
         # 3. per group: counts, live neurons, proxy means
         beta, a, b = self.beta, self.a, self.b
         ln_s, ln_r = self.ln_s, self.ln_r
@@ -626,64 +632,76 @@ class Tracker:
             self.p_noise += 0.2 * (vp - self.p_noise)
             self.q_noise += 0.2 * (vu - self.q_noise)
 
+    def lnc(self, code, knob):
+        """ln(code / code_ref) of knob 0 (gain_e) or 1 (gain_i): from a table when the DAC is narrow enough."""
+        t = self.ln_code
+        if t is not None:
+            return t[code] - (self.ln_ref_e if knob == 0 else self.ln_ref_i)
+        return math.log(code / (self.ref_e if knob == 0 else self.ref_i))
+
     def set_state(self, p_next, q_next, dev, live_n):
         """Wanted (ln s, ln r) per group -> step limit -> band (ratio first) -> joint quantiser -> codes."""
         G = self.G
         beta = self.beta
         gamma = self.gamma
         step = float(self.p["max_step"])
-        tol_r = max(float(self.p["rate_se"]), 1e-3)
-        tol_b = max(float(self.p["balance_se"]), 1e-3)
+        tol_r = 1.0 / max(float(self.p["rate_se"]), 1e-3)
+        tol_b = 1.0 / max(float(self.p["balance_se"]), 1e-3)
         ref_e, ref_i = self.ref_e, self.ref_i
         ln_s, ln_r, flags = self.ln_s, self.ln_r, self.flags
+        lnc = self.lnc
         for g in range(G):
             if flags[g] & FROZEN or live_n[g] == 0:
                 continue
             flags[g] &= ~(F_BAND_E | F_BAND_I)
+            lr0 = ln_r[g]
             lr = q_next + self.esum[g] / self.ew[g]
-            lr = min(ln_r[g] + step, max(ln_r[g] - step, lr))
+            lr = min(lr0 + step, max(lr0 - step, lr))
+            ls0 = ln_s[g]
             ls = (self.ln_rate - p_next - dev[g] - gamma * lr) / beta[g]
-            ls = min(ln_s[g] + step, max(ln_s[g] - step, ls))
+            ls = min(ls0 + step, max(ls0 - step, ls))
             # the band in ln gain: ratio first (balance wins), then the scale
-            le_lo = math.log(self.lo_e[g] / ref_e)
-            le_hi = math.log(self.hi_e[g] / ref_e)
-            li_lo = math.log(self.lo_i[g] / ref_i)
-            li_hi = math.log(self.hi_i[g] / ref_i)
-            r_lo, r_hi = le_lo - li_hi, le_hi - li_lo
-            if lr < r_lo or lr > r_hi:
-                lr = min(r_hi, max(r_lo, lr))
+            lo_e, hi_e, lo_i, hi_i = self.lo_e[g], self.hi_e[g], self.lo_i[g], self.hi_i[g]
+            le_lo, le_hi, li_lo, li_hi = lnc(lo_e, 0), lnc(hi_e, 0), lnc(lo_i, 1), lnc(hi_i, 1)
+            if lr < le_lo - li_hi or lr > le_hi - li_lo:
+                lr = min(le_hi - li_lo, max(le_lo - li_hi, lr))
                 flags[g] |= F_BAND_E | F_BAND_I
-            s_lo = max(le_lo - 0.5 * lr, li_lo + 0.5 * lr)
-            s_hi = min(le_hi - 0.5 * lr, li_hi + 0.5 * lr)
+            half = 0.5 * lr
+            s_lo = max(le_lo - half, li_lo + half)
+            s_hi = min(le_hi - half, li_hi + half)
             if ls < s_lo or ls > s_hi:
                 ls = min(s_hi, max(s_lo, ls))
-                if ls + 0.5 * lr <= le_lo + 1e-9 or ls + 0.5 * lr >= le_hi - 1e-9:
+                if ls + half <= le_lo + 1e-9 or ls + half >= le_hi - 1e-9:
                     flags[g] |= F_BAND_E
-                if ls - 0.5 * lr <= li_lo + 1e-9 or ls - 0.5 * lr >= li_hi - 1e-9:
+                if ls - half <= li_lo + 1e-9 or ls - half >= li_hi - 1e-9:
                     flags[g] |= F_BAND_I
             # joint quantiser: of the (floor, ceil) x (floor, ceil) code pairs, the one whose predicted rate error
             # and ratio error (each against the precision its loop works at) are smallest
-            xe = math.exp(ls + 0.5 * lr) * ref_e
-            xi = math.exp(ls - 0.5 * lr) * ref_i
-            best = None
-            be = bi = 0
-            for ce in (int(xe), int(xe) + 1):
-                ce = min(self.hi_e[g], max(self.lo_e[g], ce))
-                lce = math.log(ce / ref_e)
-                for ci in (int(xi), int(xi) + 1):
-                    ci = min(self.hi_i[g], max(self.lo_i[g], ci))
-                    lci = math.log(ci / ref_i)
-                    dr = (lce - lci) - lr
-                    ds = 0.5 * (lce + lci) - ls
-                    cost = ((beta[g] * ds + gamma * dr) / tol_r) ** 2 + (dr / tol_b) ** 2
-                    if best is None or cost < best:
-                        best, be, bi = cost, ce, ci
+            e0 = min(hi_e, max(lo_e, int(math.exp(ls + half) * ref_e)))
+            i0 = min(hi_i, max(lo_i, int(math.exp(ls - half) * ref_i)))
+            e1, i1 = min(hi_e, e0 + 1), min(hi_i, i0 + 1)
+            le0, le1, li0, li1 = lnc(e0, 0), lnc(e1, 0), lnc(i0, 1), lnc(i1, 1)
+            bg = beta[g]
+            best = -1.0
+            be, bi, ble, bli = e0, i0, le0, li0
+            for k in range(4):
+                ce, lce = (e0, le0) if k < 2 else (e1, le1)
+                ci, lci = (i0, li0) if k % 2 == 0 else (i1, li1)
+                dr = (lce - lci) - lr
+                x = (bg * (0.5 * (lce + lci) - ls) + gamma * dr) * tol_r
+                y = dr * tol_b
+                cost = x * x + y * y
+                if best < 0.0 or cost < best:
+                    best, be, bi, ble, bli = cost, ce, ci, lce, lci
             self.code_e[g] = be
             self.code_i[g] = bi
-            le = math.log(be / ref_e)
-            li = math.log(bi / ref_i)
-            ln_s[g] = 0.5 * (le + li)
-            ln_r[g] = le - li
+            self.set_dinv(g)
+            ln_s[g] = 0.5 * (ble + bli)
+            ln_r[g] = ble - bli
+
+    def set_dinv(self, g):
+        d = 0.5 * (self.code_e[g] / self.ref_e * self.a[g] + self.code_i[g] / self.ref_i * self.b[g])
+        self.dinv[g] = 1.0 / d if d > 0.0 else 0.0
 
     def freeze_neuron(self, n, why):
         """Neuron ``n`` went silent or saturated: it leaves every estimate for good. A per-neuron group is frozen at
@@ -704,6 +722,7 @@ class Tracker:
         self.flags[g] = (self.flags[g] & ~(F_BAND_E | F_BAND_I)) | why
         self.code_e[g] = self.code0_e[g]
         self.code_i[g] = self.code0_i[g]
+        self.set_dinv(g)
 
     # -- STATUS ----------------------------------------------------------------------------------------------------
 
