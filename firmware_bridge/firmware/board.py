@@ -166,7 +166,7 @@ class Board:
         self.tracker = None
         self.track_why = TR.WHY_NEVER
         self.start_ms = 0.0
-        if active is not None and active["tracker"] is not None and active["tracker"]["boot"]:
+        if active is not None and active.get("tracker") is not None and active["tracker"]["boot"]:
             if self.start_tracker() == W.OK:
                 self.state = TRACKING
         self.handlers = {
@@ -443,7 +443,7 @@ class Board:
         """Start the tracker afresh from the active table: status OK, or E_TABLE (no table, no tracker section,
         or one the tracker cannot use on this chip)."""
         a = self.store.active
-        if a is None or a["tracker"] is None:
+        if a is None or a.get("tracker") is None:
             return W.E_TABLE
         names = [k["name"] for k in self.knobs]
         if "gain_e" not in names or "gain_i" not in names or len(names) != 2:
@@ -516,7 +516,7 @@ class Board:
 
     def track_status(self):
         a = self.store.active
-        if a is None or a["tracker"] is None:
+        if a is None or a.get("tracker") is None:
             section = 0
         else:
             section = 2 if a["tracker"]["boot"] else 1
