@@ -209,6 +209,7 @@ class TrackerStatus:
     ratio_drift_per_s: float
     band: float
     window_s: float
+    splits: int = 4
     moves: Optional[dict] = None
     flags: Optional[list] = None
 
@@ -234,7 +235,7 @@ class TrackerStatus:
                    rate_last_hz=d["rate_last_hz"], rate_cv_last=d["rate_cv_last"], rate_pred_hz=d["rate_pred_hz"],
                    balance_p95_last=d["balance_p95_last"], balance_p95_smooth=d["balance_p95_smooth"],
                    rate_drift_per_s=d["rate_drift_per_s"], ratio_drift_per_s=d["ratio_drift_per_s"],
-                   band=d["band"], window_s=d["window_ms"] / 1e3)
+                   band=d["band"], window_s=d["window_ms"] / 1e3, splits=max(1, d["splits"]))
 
     @property
     def frozen_groups(self) -> list:
@@ -593,7 +594,7 @@ class BoardClient:
         st = TrackerStatus.from_payload(r.payload)
         h = self.hello_info
         if st.running and h is not None:
-            sub_s = st.window_s / 4.0  # a sub-window (the table's splits; 4 by default) at most per request
+            sub_s = st.window_s / st.splits  # a request may wait for the sub-window in progress
             self.busy_s = sub_s / max(h.speedup, 1e-9) + h.measure_ms_per_s * sub_s / 1e3
         elif not st.running:
             self.busy_s = 0.0

@@ -308,7 +308,7 @@ def unpack_table_chunk(payload):
 #   k flags u8.
 #
 # Status: running u8, why u8 (tracker.WHY_*), section u8 (0: the active table has no tracker section, 1: off at
-# boot, 2: on at boot), pad u8, windows u32, frames u32 (good frames the board received since boot, this request
+# boot, 2: on at boot), splits u8 (sub-windows per window), windows u32, frames u32 (good frames the board received since boot, this request
 # included), board_ms f64 (model time the chip ran since boot), start_ms f64 (board_ms at the last start),
 # prev_frame_ms f64 (board_ms when the frame before this request arrived), tracked_ms f64, temperature_mK u32,
 # n_groups u32, moved_e u32, moved_i u32, max_move_e u16, max_move_i u16, at_band u32, frozen u32 (groups),
@@ -317,7 +317,7 @@ def unpack_table_chunk(payload):
 # rate_drift_per_s, ratio_drift_per_s, band, window_ms.
 
 TRACK_STATUS_FMT = "<BBBBIIddddIIIIHHIIII13f"
-TRACK_STATUS_INTS = ("running", "why", "section", "pad", "windows", "frames", "board_ms", "start_ms",
+TRACK_STATUS_INTS = ("running", "why", "section", "splits", "windows", "frames", "board_ms", "start_ms",
                      "prev_frame_ms", "tracked_ms", "temperature_mk", "n_groups", "moved_e", "moved_i",
                      "max_move_e", "max_move_i", "at_band", "frozen", "frozen_silent", "frozen_saturated")
 TRACK_STATUS_FLOATS = ("mean_move_e", "mean_move_i", "fano", "rate_target_hz", "rate_last_hz",
@@ -344,7 +344,6 @@ def unpack_track_status(payload):
     names = TRACK_STATUS_INTS + TRACK_STATUS_FLOATS
     for i in range(len(names)):
         out[names[i]] = vals[i]
-    del out["pad"]
     return out
 
 

@@ -766,5 +766,5 @@ class Tracker:
             "moved_e": moved_e, "moved_i": moved_i, "max_move_e": max_e, "max_move_i": max_i,
             "mean_move_e": sum_e / G, "mean_move_i": sum_i / G, "at_band": band, "frozen": frozen,
             "frozen_silent": self.n_frozen_silent, "frozen_saturated": self.n_frozen_sat,  # neurons
-            "band": float(self.p["band"]), "window_ms": float(self.p["window_ms"]),
+            "band": float(self.p["band"]), "window_ms": float(self.p["window_ms"]), "splits": self.splits,
         }
