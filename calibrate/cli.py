@@ -55,6 +55,8 @@ def _registrars() -> list[Callable]:
     regs.append(commands.add_subcommands)
     from calibrate import diagnose_cmd
     regs.append(diagnose_cmd.add_subcommands)
+    from calibrate import yield_cmd
+    regs.append(yield_cmd.add_subcommands)
     try:
         from firmware_bridge import cli as fb_cli
     except ImportError:
