@@ -19,7 +19,7 @@ import time
 import numpy as np
 
 # (profile, replay length T of each repeated replay, seconds of model time)
-CASES = [("devboard", 120.0), ("bss2", 60.0), ("dynapse2", 40.0)]
+CASES = [("devboard", 120.0), ("bss2", 60.0), ("dynapse2", 40.0), ("balanced-net", 30.0)]
 LIMITS = {"rate_cv": 0.05, "balance_p95": 0.05, "rate_err": 0.03}
 
 
@@ -34,7 +34,10 @@ def _calibrated_codes(profile: str, seed: int):
 
 
 def main() -> None:
+    from calibrate.controllers import Targets
+    from calibrate.criteria import judge
     from calibrate.yield_study.replay import judging_replay, required_replay_s
+    from hw_models.profile import load_profile
 
     pick = [p for p in os.environ.get("EICAL_BENCH_YIELD", "").split(",") if p]
     reps = int(os.environ.get("EICAL_BENCH_YIELD_REPEATS", "8"))
@@ -45,20 +48,24 @@ def main() -> None:
         codes = _calibrated_codes(profile, 1)
         runs = [judging_replay(profile, 1, codes, replay_s=T, input_stream=1 + k) for k in range(reps)]
         shared = runs[0].figures.group_rate_err_max is not None
-        names = (["group_rate_err_max", "group_balance_max"] if shared
-                 else ["rate_cv_deconvolved", "rate_err", "balance_p95"])
-        print(f"\n{profile} seed 1 (dual loop, 90 s), {reps} replays of {T:g} s on input streams 1..{reps}; "
-              f"F {np.mean([r.figures.fano for r in runs]):.2f}, F_pop {np.mean([r.stats['fano_pop'] for r in runs]):.1f}, "
-              f"{time.process_time() - t0:.0f} s CPU")
-        print(f"  {'figure':<22} {'mean':>8} {'sd over replays':>16} {'predicted se':>13} {'ratio':>6}")
-        for n in names:
-            if n == "rate_err":
-                vals = np.array([r.figures.rate_mean_hz / 10.0 - 1 for r in runs])
-            else:
-                vals = np.array([getattr(r.figures, n) for r in runs])
-            pred = np.mean([r.se[n] for r in runs])
+        tg = Targets.from_profile(load_profile(profile))
+        crits = [{c.name: c for c in judge(r.figures, shared=shared, target_rate_hz=tg.rate_hz,
+                                           target_inh_hz=tg.rate_inh_hz, se=r.se, **{
+                                               "rate_cv": LIMITS["rate_cv"], "balance": LIMITS["balance_p95"],
+                                               "rate_err": LIMITS["rate_err"]})} for r in runs]
+        print(f"\n{profile} seed 1 (dual loop, default budget), {reps} replays of {T:g} s on input streams "
+              f"1..{reps}; F {np.mean([r.figures.fano for r in runs]):.2f}, "
+              f"F_pop {np.mean([r.stats['fano_pop'] for r in runs]):.1f}, {time.process_time() - t0:.0f} s CPU")
+        print(f"  {'criterion (figure)':<40} {'mean':>8} {'sd over replays':>16} {'predicted se':>13} {'ratio':>6}")
+        for name in LIMITS:
+            cs = [c[name] for c in crits]
+            if not cs[0].applies:
+                continue
+            vals = np.array([c.value for c in cs])
+            pred = np.mean([c.se for c in cs])
             sd = vals.std(ddof=1)
-            print(f"  {n:<22} {vals.mean():8.4f} {sd:16.4f} {pred:13.4f} {sd / pred:6.2f}")
+            print(f"  {name + ' (' + cs[0].figure + ')':<40} {vals.mean():8.4f} {sd:16.4f} {pred:13.4f} "
+                  f"{sd / pred:6.2f}")
         need = [required_replay_s(r, LIMITS, shared=shared) for r in runs]
         for crit in sorted(need[0]):
             v = np.array([x[crit] for x in need])

@@ -143,6 +143,7 @@ def run_chip(task: ChipTask) -> dict[str, Any]:
     from calibrate import __version__
 
     t0 = time.perf_counter()
+    c0 = time.process_time()
     prof = task.profile
     rec: dict[str, Any] = {
         "point": task.point, "point_key": task.point_key, "seed": int(task.seed),
@@ -178,6 +179,7 @@ def run_chip(task: ChipTask) -> dict[str, Any]:
         rec["error"] = f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"[:500]
         rec["passed"] = False
     rec["wall_s"] = time.perf_counter() - t0
+    rec["cpu_s"] = time.process_time() - c0  # what a chip costs on a shared machine
     rec["finished_utc"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
     return rec
 
@@ -186,6 +188,7 @@ def _oracle_record(task: ChipTask, cal: _Calibrated) -> dict[str, Any]:
     from calibrate.metrics import counting_floor
     from calibrate.oracle import oracle_calibrate
 
+    c0 = time.process_time()
     budget = _effective_budget_s(task.controller, task.budget_s)
     orc = oracle_calibrate(task.profile, task.seed, budget_s=budget, target_rate_hz=cal.target_rate_hz)
     t1 = time.perf_counter()
@@ -200,6 +203,7 @@ def _oracle_record(task: ChipTask, cal: _Calibrated) -> dict[str, Any]:
         "oracle.beta_median": float(np.median(orc.beta)), "oracle.gamma": orc.gamma,
         "oracle.codes_e": [int(x) for x in orc.codes["gain_e"]],
         "oracle.codes_i": [int(x) for x in orc.codes["gain_i"]],
+        "oracle.cpu_s": time.process_time() - c0,
     }
     out.update(_figures("oracle.", judged, cal.target_rate_hz))
     crits = judge_chip(tf, task.spec, shared=cal.shared, target_rate_hz=cal.target_rate_hz,

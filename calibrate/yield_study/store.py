@@ -77,9 +77,9 @@ def record_schema(sweeps: Sequence[Sweep], oracle: bool) -> pa.Schema:
         fields += [("oracle.model_time_s", _F), ("oracle.search_model_s", _F), ("oracle.unreachable", _I),
                    ("oracle.calibration_wall_s", _F), ("oracle.replay_wall_s", _F), ("oracle.counting_floor", _F),
                    ("oracle.beta_median", _F), ("oracle.gamma", _F), ("oracle.codes_e", _CODES),
-                   ("oracle.codes_i", _CODES)]
+                   ("oracle.codes_i", _CODES), ("oracle.cpu_s", _F)]
         fields += _figure_fields("oracle.")
-    fields += [("wall_s", _F), ("finished_utc", _S), ("run_id", _S)]
+    fields += [("wall_s", _F), ("cpu_s", _F), ("finished_utc", _S), ("run_id", _S)]
     return pa.schema(fields)
 
 

@@ -21,7 +21,7 @@ __all__ = ["wilson_interval", "summarise", "write_summary", "SUMMARY_SCHEMA", "M
 
 SUMMARY_SCHEMA = "eical-yield/1"
 MEDIAN_FIGURES = ("rate_cv_deconvolved", "balance_p95", "abs_rate_err", "group_rate_err_max", "group_balance_max",
-                  "cv_over_floor", "model_time_s", "iterations", "calibration_wall_s", "wall_s")
+                  "cv_over_floor", "model_time_s", "iterations", "calibration_wall_s", "wall_s", "cpu_s")
 
 
 def wilson_interval(passed: int, n: int, confidence: float = 0.95) -> Optional[tuple[float, float]]:
