@@ -129,7 +129,7 @@ def _cmd_yield(args: argparse.Namespace) -> int:
     if args.scheduler and not _ADDRESS.match(args.scheduler):
         raise CliError(f"--scheduler {args.scheduler!r}: expected an address such as tcp://HOST:PORT")
     if args.dashboard and not args.scheduler and importlib.util.find_spec("bokeh") is None:
-        raise CliError("--dashboard: Dask's dashboard needs bokeh on this machine (pip install 'bokeh>=3.1')")
+        raise CliError("--dashboard: Dask's dashboard needs bokeh on this machine (pip install 'eical[dashboard]')")
     study = _build_study(args)
     out = Path(args.out)
     _writable_dir(out)

@@ -209,6 +209,46 @@ def test_three_chips_equal_eical_calibrate(tmp_path):
                                                                       summ["stopped"])
 
 
+@pytest.mark.slow
+def test_progress_bar_on_a_terminal_only_and_the_dashboard(tiny, tmp_path):
+    """The same command quiet in a pipe, then (one more chip) with a live bar and ETA on a terminal; --dashboard
+    prints the local cluster's dashboard address."""
+    import pty
+    import select
+
+    out = tmp_path / "study"
+    base = [str(BIN / "eical"), "yield", "--profile", str(tiny), "--budget", "1", "--evaluate", "2", "--workers", "1",
+            "--dashboard", "--out", str(out)]
+    r = subprocess.run(base + ["--chips", "1"], cwd=ROOT, capture_output=True, text=True, timeout=180)
+    assert r.returncode == 0, r.stderr
+    assert "ETA" not in r.stderr and "Dask dashboard: http://127.0.0.1:" in r.stderr
+    master, slave = pty.openpty()
+    p = subprocess.Popen(base + ["--chips", "2"], cwd=ROOT, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                         stderr=slave)
+    os.close(slave)
+    chunks = []
+    deadline = time.monotonic() + 180
+    try:
+        while time.monotonic() < deadline:
+            ready, _, _ = select.select([master], [], [], 0.5)
+            if ready:
+                try:
+                    data = os.read(master, 65536)
+                except OSError:  # the child closed the terminal
+                    break
+                if not data:
+                    break
+                chunks.append(data)
+            elif p.poll() is not None:
+                break
+        assert p.wait(timeout=60) == 0
+    finally:
+        _stop(p)
+        os.close(master)
+    text = b"".join(chunks).decode(errors="replace")
+    assert "ETA" in text and "1/1" in text and "chips" in text
+
+
 def _cli(capsys, *args):
     """``eical yield ARGS`` in this process: (exit code, stderr)."""
     from calibrate.cli import main
