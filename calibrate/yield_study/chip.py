@@ -14,6 +14,7 @@ from __future__ import annotations
 import os
 import socket
 import time
+import warnings
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any, Optional
@@ -153,35 +154,46 @@ def run_chip(task: ChipTask) -> dict[str, Any]:
         "budget_s": None, "evaluate_s": float(task.evaluate_s),
         "worker": f"{socket.gethostname()}:{os.getpid()}", "error": None,
     }
+    caught: list = []
     try:
-        rec["budget_s"] = _effective_budget_s(task.controller, task.budget_s)
-        cal = _calibrate_and_judge(prof, task.seed, controller=task.controller, budget_s=task.budget_s,
-                                   evaluate_s=task.evaluate_s)
-        s = cal.summary
-        n = s["neurons"]
-        rec.update({
-            "chip_uid": s["chip"]["uid"], "n_neurons": n["n"], "shared_knobs": cal.shared,
-            "target_rate_hz": cal.target_rate_hz, "stopped": s["stopped"], "iterations": s["iterations"],
-            "windows": s["windows"], "model_time_s": s["model_time_s"], "hardware_time_s": s["hardware_time_s"],
-            "calibrated": n["calibrated"], "unreachable": n["unreachable"], "dead": n["dead"],
-            "calibration_wall_s": s["wall_time_s"], "replay_s": cal.judged.replay_s,
-            "replay_wall_s": cal.judged.wall_s, "counting_floor": cal.counting_floor,
-            "cv_over_floor": cal.cv_over_floor,
-            "codes_e": [int(x) for x in cal.codes["gain_e"]], "codes_i": [int(x) for x in cal.codes["gain_i"]],
-        })
-        rec.update(_figures("", cal.judged, cal.target_rate_hz))
-        crits = judge_chip(cal.judged.figures, task.spec, shared=cal.shared, target_rate_hz=cal.target_rate_hz,
-                           target_inh_hz=cal.target_inh_hz, se=cal.judged.se)
-        rec.update(_criteria("", crits))
-        if task.oracle:
-            rec.update(_oracle_record(task, cal))
+        with warnings.catch_warnings(record=True) as caught:
+            # kept with the chip (e.g. a redraw of impossible potentials), not printed over a progress bar
+            warnings.simplefilter("always")
+            _run(task, rec)
     except Exception as e:  # recorded, not lost: the study reports it and a re-run of a fixed bug recomputes it
         rec["error"] = f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"[:500]
         rec["passed"] = False
+    rec["warnings"] = "; ".join(sorted({str(w.message).splitlines()[0] for w in caught}))[:1000] or None
     rec["wall_s"] = time.perf_counter() - t0
     rec["cpu_s"] = time.process_time() - c0  # what a chip costs on a shared machine
     rec["finished_utc"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
     return rec
+
+
+def _run(task: ChipTask, rec: dict) -> None:
+    """The chip's calibration, judgement and oracle, filled into ``rec``."""
+    prof = task.profile
+    rec["budget_s"] = _effective_budget_s(task.controller, task.budget_s)
+    cal = _calibrate_and_judge(prof, task.seed, controller=task.controller, budget_s=task.budget_s,
+                               evaluate_s=task.evaluate_s)
+    s = cal.summary
+    n = s["neurons"]
+    rec.update({
+        "chip_uid": s["chip"]["uid"], "n_neurons": n["n"], "shared_knobs": cal.shared,
+        "target_rate_hz": cal.target_rate_hz, "stopped": s["stopped"], "iterations": s["iterations"],
+        "windows": s["windows"], "model_time_s": s["model_time_s"], "hardware_time_s": s["hardware_time_s"],
+        "calibrated": n["calibrated"], "unreachable": n["unreachable"], "dead": n["dead"],
+        "calibration_wall_s": s["wall_time_s"], "replay_s": cal.judged.replay_s,
+        "replay_wall_s": cal.judged.wall_s, "counting_floor": cal.counting_floor,
+        "cv_over_floor": cal.cv_over_floor,
+        "codes_e": [int(x) for x in cal.codes["gain_e"]], "codes_i": [int(x) for x in cal.codes["gain_i"]],
+    })
+    rec.update(_figures("", cal.judged, cal.target_rate_hz))
+    crits = judge_chip(cal.judged.figures, task.spec, shared=cal.shared, target_rate_hz=cal.target_rate_hz,
+                       target_inh_hz=cal.target_inh_hz, se=cal.judged.se)
+    rec.update(_criteria("", crits))
+    if task.oracle:
+        rec.update(_oracle_record(task, cal))
 
 
 def _oracle_record(task: ChipTask, cal: _Calibrated) -> dict[str, Any]:

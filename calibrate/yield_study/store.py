@@ -79,7 +79,7 @@ def record_schema(sweeps: Sequence[Sweep], oracle: bool) -> pa.Schema:
                    ("oracle.beta_median", _F), ("oracle.gamma", _F), ("oracle.codes_e", _CODES),
                    ("oracle.codes_i", _CODES), ("oracle.cpu_s", _F)]
         fields += _figure_fields("oracle.")
-    fields += [("wall_s", _F), ("cpu_s", _F), ("finished_utc", _S), ("run_id", _S)]
+    fields += [("wall_s", _F), ("cpu_s", _F), ("warnings", _S), ("finished_utc", _S), ("run_id", _S)]
     return pa.schema(fields)
 
 
