@@ -169,7 +169,7 @@ def _check_identity(out: Path, ident: dict) -> None:
 
 
 @contextmanager
-def _client(workers: Optional[int], scheduler: Optional[str], dashboard: bool):
+def _client(workers: Optional[int], scheduler: Optional[str]):
     """A Dask client: on the cluster at ``scheduler``, or on a LocalCluster of single-threaded workers."""
     import logging
 
@@ -183,8 +183,10 @@ def _client(workers: Optional[int], scheduler: Optional[str], dashboard: bool):
             client.close()
         return
     n = workers if workers else (os.cpu_count() or 1)
+    # the scheduler's HTTP server (health, metrics; the dashboard when bokeh is installed) always starts: on a free
+    # port of 127.0.0.1, so it never collides with another cluster's 8787; its address is printed on --dashboard
     cluster = LocalCluster(n_workers=n, threads_per_worker=1, processes=True, host="127.0.0.1",
-                           dashboard_address="127.0.0.1:0" if dashboard else None, silence_logs=logging.ERROR)
+                           dashboard_address="127.0.0.1:0", silence_logs=logging.ERROR)
     try:
         client = Client(cluster)
         try:
@@ -251,7 +253,7 @@ def run_study(study: Study, out_dir, *, workers: Optional[int] = None, scheduler
         todo = [t for t in tasks if t.key not in done]
         writer = _Writer(results_dir, schema, run_id, batch_size, flush_s)
         if todo:
-            with _client(workers, scheduler, dashboard) as client:
+            with _client(workers, scheduler) as client:
                 n_workers = len(client.scheduler_info().get("workers", {}))
                 if dashboard:
                     dash = client.dashboard_link
