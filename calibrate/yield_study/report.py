@@ -139,6 +139,12 @@ def _yield_figures(out: Path, study, summary: dict) -> list[tuple[str, str]]:
     return figs
 
 
+def _integer_y(ax) -> None:
+    from matplotlib.ticker import MaxNLocator
+
+    ax.yaxis.set_major_locator(MaxNLocator(integer=True))
+
+
 def _point_label(p: dict) -> str:
     return ", ".join(f"{k.split('.')[-1]}={_label(v)}" for k, v in p["values"].items()) or "all chips"
 
@@ -153,6 +159,7 @@ def _failures_figure(out: Path, summary: dict):
         ax.bar(x + (k - 1) * w, [p["failures"][c] for p in pts], width=w, label=c, color=_COLORS[k])
     ax.set_xticks(x, [_point_label(p) for p in pts], rotation=30 if len(pts) > 3 else 0, ha="right" if len(pts) > 3 else "center", fontsize=7)
     ax.set_ylabel("chips failing")
+    _integer_y(ax)
     ax.legend(fontsize=8)
     ax.set_title("Failures by criterion (a chip may fail several)")
     return _save(fig, out, "failures"), "Chips failing each criterion, per sweep point"
@@ -193,6 +200,7 @@ def _distributions_figure(out: Path, study, rows: Sequence[dict], summary: dict)
                 ax.axvline(s * lim, color="k", linestyle=":", linewidth=1)
         ax.set_title(title, fontsize=9)
         ax.set_ylabel("chips")
+        _integer_y(ax)
     axes[0].legend(fontsize=7)
     return _save(fig, out, "distributions"), "Distributions over chips (dotted: the spec's limits)"
 
