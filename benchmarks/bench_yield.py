@@ -24,12 +24,10 @@ LIMITS = {"rate_cv": 0.05, "balance_p95": 0.05, "rate_err": 0.03}
 
 
 def _calibrated_codes(profile: str, seed: int):
-    from hw_models.emulator import NumpyDevice
+    from calibrate.yield_study.chip import _calibrate
+    from hw_models.profile import load_profile
 
-    from calibrate.commands import run_calibration
-
-    dev = NumpyDevice(profile, seed)
-    result, _, _ = run_calibration(dev, report=False, out=None)
+    result, _ = _calibrate(load_profile(profile), seed, controller="dual-loop", budget_s=None)
     return result.codes
 
 

@@ -6,8 +6,8 @@ same judging replay), judges the true figures by the study's spec, optionally ru
 (``calibrate.oracle``) and judges it by the same replay, and returns a flat dict (``RECORD_FIELDS``), one row of
 the study's Parquet dataset. An exception inside becomes the record's ``error`` (one line), never a lost chip.
 
-``_calibrate_and_judge`` is the only place that calls the calibration library: when the library calibration
-session lands, it is the one function to switch.
+``_calibrate`` is the only place that calls the calibration library (``benchmarks/bench_yield.py`` uses it too):
+when the library calibration session lands, it is the one function to switch.
 """
 from __future__ import annotations
 
@@ -81,25 +81,33 @@ class _Calibrated:
     wall_s: float
 
 
-def _calibrate_and_judge(profile: Profile, seed: int, *, controller: str, budget_s: Optional[float],
-                         evaluate_s: float) -> _Calibrated:
-    """Calibrate emulated chip ``(profile, seed)`` and judge it: ``eical calibrate --profile P --seed S
-    --controller C [--budget B] --evaluate E``, the same library calls in the same order.
+def _calibrate(profile: Profile, seed: int, *, controller: str, budget_s: Optional[float]):
+    """Calibrate emulated chip ``(profile, seed)`` as ``eical calibrate --profile P --seed S --controller C
+    [--budget B]`` does; returns ``(CalibrationResult, summary dict)``.
 
     THE switch point to the library calibration session (calibrate/ redesign): today it calls
-    ``commands.run_calibration`` (no report, no output directory) and then the judging replay
-    ``true_figures(profile, seed, codes, replay_s=E, target_rate_hz=target)`` that ``run_calibration`` would run
-    for ``evaluate_s=E``, on a device that keeps the replay's sub-windows for the figures' uncertainties.
-    """
+    ``commands.run_calibration`` with no report and no output directory, and no evaluation (the judging replay is
+    ``_calibrate_and_judge``'s, so it can keep the replay's sub-windows for the uncertainties)."""
     from hw_models.emulator import NumpyDevice
 
     from calibrate.commands import run_calibration
-    from calibrate.metrics import counting_floor
 
-    t0 = time.perf_counter()
     with NumpyDevice(profile, seed) as dev:
         result, _table, summary = run_calibration(dev, controller=controller, budget_s=budget_s, evaluate_s=0.0,
                                                   report=False, out=None)
+    return result, summary
+
+
+def _calibrate_and_judge(profile: Profile, seed: int, *, controller: str, budget_s: Optional[float],
+                         evaluate_s: float) -> _Calibrated:
+    """Calibrate chip ``(profile, seed)`` and judge it: ``eical calibrate --profile P --seed S --controller C
+    [--budget B] --evaluate E``. The judging replay is ``true_figures(profile, seed, codes, replay_s=E,
+    target_rate_hz=target)`` exactly as ``run_calibration`` runs it for ``evaluate_s=E`` (fresh chip, input stream
+    1), on a device that keeps the replay's sub-windows for the figures' uncertainties."""
+    from calibrate.metrics import counting_floor
+
+    t0 = time.perf_counter()
+    result, summary = _calibrate(profile, seed, controller=controller, budget_s=budget_s)
     rate = result.targets.rate_hz
     judged = judging_replay(profile, seed, result.codes, replay_s=evaluate_s, target_rate_hz=rate)
     tf = judged.figures
