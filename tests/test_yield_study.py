@@ -131,8 +131,6 @@ def test_a_worker_killed_mid_run_loses_no_chip(tiny, tmp_path):
             workers.append(w)
         from distributed import Client
 
-        with Client(addr, timeout="60s") as c:
-            c.wait_for_workers(2, timeout=60)
         out = tmp_path / "study"
         n = 40
         study = Study(profile=load_profile(tiny), chips=n, budget_s=2.0, evaluate_s=6.0)
@@ -144,12 +142,19 @@ def test_a_worker_killed_mid_run_loses_no_chip(tiny, tmp_path):
             except BaseException as e:  # surfaced in the test thread below
                 box["error"] = e
 
-        t = threading.Thread(target=drive, daemon=True)
-        t.start()
-        _wait_for(lambda: _parts(out) >= 3 or not t.is_alive(), 240, "the first results")
-        assert t.is_alive(), f"the study ended before a worker could be killed: {box}"
-        os.kill(workers[0].pid, signal.SIGKILL)  # mid-run: it holds a running chip and queued ones
-        workers[0].wait(timeout=30)
+        with Client(addr, timeout="60s") as c:
+            c.wait_for_workers(2, timeout=60)
+            w0 = next(a for a, w in c.scheduler_info()["workers"].items() if w["name"] == "w0")
+            t = threading.Thread(target=drive, daemon=True)
+            t.start()
+            # mid-run: some chips written, and w0 busy with one
+            _wait_for(lambda: (_parts(out) >= 2 and c.processing().get(w0)) or not t.is_alive(), 240,
+                      "results written and a chip running on w0")
+            assert t.is_alive(), f"the study ended before a worker could be killed: {box}"
+            running = list(c.processing()[w0])
+            os.kill(workers[0].pid, signal.SIGKILL)
+            workers[0].wait(timeout=30)
+        assert running
         t.join(timeout=300)
         assert not t.is_alive(), "the study did not finish within 300 s"
         assert "error" not in box, box.get("error")
@@ -160,8 +165,10 @@ def test_a_worker_killed_mid_run_loses_no_chip(tiny, tmp_path):
         assert res.duplicates == 0 and len(keys) == len(set(keys)) == n
         assert {r["seed"] for r in res.rows} == set(range(1, n + 1))
         assert len(outcome.computed) == n
-        hosts = {r["worker"] for r in res.rows}
-        assert len(hosts) == 2  # both workers finished chips: the killed one before it died
+        # the chips w0 was running when it died were run again on w1
+        redone = {int(k.rsplit("-", 1)[1]) for k in running}
+        assert redone and all(r["worker"] != f"{socket.gethostname()}:{workers[0].pid}" for r in res.rows
+                               if r["seed"] in redone)
     finally:
         for p in reversed(procs):
             _stop(p)
