@@ -302,7 +302,7 @@ def _run_tasks(client, todo: list[ChipTask], writer: _Writer, study_id: str, pro
         while not ac.is_empty():
             batch = ac.next_batch(block=False) if ac.has_ready() else []
             if not batch:
-                time.sleep(0.1)
+                time.sleep(0.25)
             for f in batch:
                 task = futures.pop(f.key)[1]
                 if f.status == "finished":
