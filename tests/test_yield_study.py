@@ -175,6 +175,7 @@ def test_a_worker_killed_mid_run_loses_no_chip(tiny, tmp_path):
 
 
 @pytest.mark.slow
+@pytest.mark.filterwarnings("ignore:chip devboard seed 4. redrew potentials")  # mismatch.scale=1.5 on seed 4
 def test_three_chips_equal_eical_calibrate(tmp_path):
     """A study's chips are exactly what `eical calibrate --profile P --seed S --budget B --evaluate E` gives for
     the same chip, changes included (the point's profile written out as YAML)."""
