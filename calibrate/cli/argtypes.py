@@ -5,7 +5,7 @@ import argparse
 import math
 from typing import Callable
 
-__all__ = ["nonneg_int", "positive_float", "seconds", "temperature_ramp"]
+__all__ = ["nonneg_int", "positive_int", "positive_float", "seconds", "temperature_ramp"]
 
 
 def nonneg_int(text: str) -> int:
@@ -16,6 +16,17 @@ def nonneg_int(text: str) -> int:
         raise argparse.ArgumentTypeError(f"expected a non-negative integer, got {text!r}") from None
     if v < 0:
         raise argparse.ArgumentTypeError(f"expected a non-negative integer, got {text!r}")
+    return v
+
+
+def positive_int(text: str) -> int:
+    """A positive integer (chip counts, workers)."""
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if v < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
     return v
 
 
