@@ -348,14 +348,15 @@ class Engine:
         ev_step, ev_id, samples, sample_steps = (self._recording_buffers(sample_every) if recorder is not None
                                                  else _empty_like_recording())
         threads = self.threads
-        if threads > 1:
+        width = k.block_width(self.n, threads)
+        opt[k.OPT["block"]] = width
+        if threads > 1 and width < self.n:  # one block cannot be shared: the serial loop does the same work
             import numba
 
             numba.set_num_threads(min(threads, numba.config.NUMBA_NUM_THREADS))
             kernel = k.run_window_parallel
         else:
             kernel = k.run_window_serial
-        opt[k.OPT["block"]] = k.block_width(self.n, threads)
         pool_e, pool_i = self.pool_e, self.pool_i
         s = 0
         while s < n_steps:

@@ -642,13 +642,14 @@ def run_window_serial(s0, n_steps, opt, sc, st, r, pc, nref, alive, acc, counts,
     scr = np.empty((3, bw + 8))
     step0 = opt[_O_STEP0]
     stepwise = opt[_O_REC] != 0 or opt[_O_RECSPK] != 0 or opt[_O_SAMPLE] > 0
+    nil = io[_IO_NEV] * 0  # a run-time zero: a literal 0 would make numba compile the callees once more
     if not stepwise:  # each block through the whole window: its state stays in cache
         for b in range(nb):
             lo = b * bw
             hi = min(n, lo + bw)
             _block_steps(lo, hi, nb == 1, s0, n_steps, opt, sc, st, r, pc, nref, alive, acc, counts,
                          wptr_e, wind_e, wdat_e, ev_ptr_e, ev_src_e, wptr_i, wind_i, wdat_i, ev_ptr_i, ev_src_i,
-                         raw, rptr, rind, rdat, rexc, rsum, touched, prev2[0], 0, 0, 0, scr, vm, spk)
+                         raw, rptr, rind, rdat, rexc, rsum, touched, prev2[0], nil, nil, nil, scr, vm, spk)
         io[_IO_DONE] = n_steps
         return
     for s in range(s0, n_steps):
@@ -681,6 +682,7 @@ def run_window_parallel(s0, n_steps, opt, sc, st, r, pc, nref, alive, acc, count
     cnt = np.zeros(nb, dtype=np.int64)
     step0 = opt[_O_STEP0]
     stepwise = opt[_O_REC] != 0 or opt[_O_RECSPK] != 0 or opt[_O_SAMPLE] > 0
+    nil = io[_IO_NEV] * 0  # a run-time zero: a literal 0 would make numba compile the callees once more
     if not stepwise:
         for b in prange(nb):
             lo = b * bw
@@ -688,7 +690,7 @@ def run_window_parallel(s0, n_steps, opt, sc, st, r, pc, nref, alive, acc, count
             scr = np.empty((3, bw + 8))
             _block_steps(lo, hi, nb == 1, s0, n_steps, opt, sc, st, r, pc, nref, alive, acc, counts,
                          wptr_e, wind_e, wdat_e, ev_ptr_e, ev_src_e, wptr_i, wind_i, wdat_i, ev_ptr_i, ev_src_i,
-                         raw, rptr, rind, rdat, rexc, rsum, touched, prev2[0], 0, 0, 0, scr, vm, spk)
+                         raw, rptr, rind, rdat, rexc, rsum, touched, prev2[0], nil, nil, nil, scr, vm, spk)
         io[_IO_DONE] = n_steps
         return
     for s in range(s0, n_steps):
@@ -708,3 +710,65 @@ def run_window_parallel(s0, n_steps, opt, sc, st, r, pc, nref, alive, acc, count
                                  scr, vm, spk)
         _after_step(abs_step, n, nb, bw, opt, st, spk, cnt, prev2, io, ev_step, ev_id, samples, sample_steps)
         io[_IO_DONE] = s + 1
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# one step on plain arrays (tests, inspection)
+# ----------------------------------------------------------------------------------------------------------------
+def step_arrays(state, consts, xe: np.ndarray, xi: np.ndarray, isyn_acc=None) -> np.ndarray:
+    """Advance ``state`` (a ``models.CondLifState`` or ``DpiState``) one step with the compiled step, given the
+    per-neuron conductance (or current) jumps ``xe``/``xi``; return the indices that spiked. ``isyn_acc``
+    (cond_lif) accumulates the true synaptic current as the engine's ``record_isyn`` does.
+
+    The same call sequence as the engine's, on one window of one step without Poisson input: what the
+    reference's ``cond_lif_step``/``dpi_step`` are to the numpy step loop. For tests and inspection."""
+    from .models import CondLifConsts
+
+    cond = isinstance(consts, CondLifConsts)
+    n = xe.shape[0]
+    st = np.stack([state.V, state.ge, state.gi] if cond else [state.Imem, state.Iampa, state.Igaba]).astype(float)
+    r = np.ascontiguousarray(state.r, dtype=np.int32).copy()
+    pc = np.zeros((10, n))
+    ones = np.ones(n)
+    sc = np.zeros(8)
+    opt = np.zeros(len(OPT), dtype=np.int64)
+    opt[_O_BLOCK] = BLOCK
+    opt[_O_RECSPK] = 1
+    if cond:
+        c = consts
+        for i, row in enumerate((c.de, c.di, c.gL, c.gLEL, c.neg_dt_over_C, c.Vth, c.Vreset, ones, ones)):
+            pc[i] = row
+        sc[:2] = (c.EE, c.EI)
+        opt[_O_EE] = int(c.EE != 0.0)
+        opt[_O_ISYN] = int(isyn_acc is not None)
+    else:
+        c = consts
+        for i, row in enumerate((c.da, c.dg, c.Ileak, c.Igain, c.gain_over_tau, c.dt_over_tau_mem, c.Ispkthr, ones,
+                                 ones, c.Imax if c.Imax is not None else np.full(n, np.inf))):
+            pc[i] = row
+        sc[2:5] = (c.I0, c.Idc, c.fb_exp)
+        opt[_O_MODEL] = 1
+        opt[_O_IDC] = int(bool(c.Idc))
+        opt[_O_IMAX] = int(c.Imax is not None)
+    alive = np.ones(n, dtype=bool) if c.alive is None else np.ascontiguousarray(c.alive, dtype=bool)
+    acc = np.zeros((3, n))
+    if isyn_acc is not None:
+        acc[2] = isyn_acc
+    counts = np.zeros(n, dtype=np.int64)
+    no_ptr, no_src = np.zeros(2, dtype=np.int64), np.zeros(0, dtype=np.int64)
+    w_ptr, w_ind, w_dat = np.zeros(1, dtype=np.int64), np.zeros(0, dtype=np.int32), np.zeros(0)
+    raw = np.stack([xe, xi]).astype(float)
+    io = np.zeros(len(IO), dtype=np.int64)
+    ev_step, ev_id = np.zeros(max(n, 1), dtype=np.int64), np.zeros(max(n, 1), dtype=np.int64)
+    run_window_serial(0, 1, opt, sc, st, r, pc, np.ascontiguousarray(c.nref, dtype=np.int32), alive, acc, counts,
+                      w_ptr, w_ind, w_dat, no_ptr, no_src, w_ptr, w_ind, w_dat, no_ptr, no_src, raw,
+                      np.zeros(1, dtype=np.int64), np.zeros(0, dtype=np.int32), np.zeros(0), np.zeros(0, dtype=bool),
+                      np.zeros((2, 0)), np.zeros((2, 0), dtype=np.uint8), np.zeros((2, 0), dtype=np.int64), io,
+                      ev_step, ev_id, np.zeros((0, 3, 0)), np.zeros(0, dtype=np.int64), VECTOR_MATH.addresses)
+    rows = (state.V, state.ge, state.gi) if cond else (state.Imem, state.Iampa, state.Igaba)
+    for dst, src in zip(rows, st):
+        dst[:] = src
+    state.r[:] = r
+    if isyn_acc is not None:
+        isyn_acc[:] = acc[2]
+    return ev_id[:io[_IO_NEV]].copy()
