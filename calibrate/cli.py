@@ -82,6 +82,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     from hw_models.profile import ProfileError
     from hw_models.table import IdentityMismatch, TableError
 
+    if getattr(args, "threads", None) is not None:  # --threads: every engine the command creates uses it
+        from hw_models.engine import set_default_threads
+
+        set_default_threads(args.threads)
     try:
         return int(args.func(args) or 0)
     except CliError as e:

@@ -17,6 +17,7 @@ from typing import Optional
 
 import numpy as np
 
+from hw_models.cli import add_threads_argument
 from hw_models.cli import nonneg_int as _nonneg_int
 from hw_models.cli import positive_float as _positive
 from hw_models.table import json_default as _json_default
@@ -330,6 +331,7 @@ def add_subcommands(sub) -> None:
                                    "history.npz and report.html to --out.")
     p.add_argument("--profile", help="device profile name or YAML path (emulated backends)")
     p.add_argument("--seed", type=_nonneg_int, help="mismatch seed of the emulated chip")
+    add_threads_argument(p)
     p.add_argument("--backend", default="numpy", help="numpy (default), lava, or serial:PORT")
     p.add_argument("--controller", default="dual-loop", choices=sorted(CONTROLLERS))
     p.add_argument("--target-rate", type=_positive, help="target rate in Hz (default: the profile's)")

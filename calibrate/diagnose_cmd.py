@@ -25,6 +25,7 @@ import time
 from pathlib import Path
 from typing import Any, Dict, Optional
 
+from hw_models.cli import add_threads_argument
 from hw_models.cli import nonneg_int as _nonneg_int
 from hw_models.table import json_default as _json_default
 
@@ -197,6 +198,7 @@ def add_subcommands(sub: Any) -> None:
                     "spectrum, synchrony) with their flags. Writes diagnostics.json and diagnose.html to --out.")
     p.add_argument("--profile", required=True, help="device profile name or YAML path")
     p.add_argument("--seed", type=_nonneg_int, required=True, help="mismatch seed of the emulated chip")
+    add_threads_argument(p)
     p.add_argument("--table", help="gain table (table.json) to apply; refused (exit 3) if made for another chip")
     p.add_argument("--duration", type=_duration, default=DEFAULT_DURATION_S, metavar="SEC",
                    help=f"model seconds recorded (default {DEFAULT_DURATION_S:g}; at least {MIN_DURATION_S:g})")

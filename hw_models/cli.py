@@ -29,7 +29,8 @@ import numpy as np
 
 from .profile import ProfileError, list_profiles, load_profile
 
-__all__ = ["add_subcommands", "simulate_summary", "balance_index", "nonneg_int", "positive_float"]
+__all__ = ["add_subcommands", "simulate_summary", "balance_index", "nonneg_int", "positive_float", "positive_int",
+           "add_threads_argument"]
 
 EXIT_OK = 0
 EXIT_USAGE = 2
@@ -50,6 +51,24 @@ def nonneg_int(text: str) -> int:
     if v < 0:
         raise argparse.ArgumentTypeError(f"expected a non-negative integer, got {text!r}")
     return v
+
+
+def positive_int(text: str) -> int:
+    """argparse type: a positive integer (thread counts)."""
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if v < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return v
+
+
+def add_threads_argument(parser: argparse.ArgumentParser) -> None:
+    """``--threads N`` for commands that run emulated chips. The CLI entry point applies it to every engine the
+    command creates (``hw_models.engine.set_default_threads``); results are the same for any N."""
+    parser.add_argument("--threads", type=positive_int, default=None, metavar="N",
+                        help="threads for the emulator's neuron update (default 1); results do not depend on it")
 
 
 def positive_float(text: str) -> float:
@@ -150,6 +169,10 @@ def _chip_error(e: ValueError) -> int:
 
 
 def _cmd_simulate(args: argparse.Namespace, opener: Optional[tuple[OpenDevice, tuple[type, ...]]]) -> int:
+    if getattr(args, "threads", None) is not None:
+        from .engine import set_default_threads
+
+        set_default_threads(args.threads)
     profile = load_profile(args.profile)
     table = None
     if args.table is not None:
@@ -306,6 +329,7 @@ def add_subcommands(subparsers, *, open_device: Optional[OpenDevice] = None,
                    help="chip temperature in kelvin (default: the profile's T0)")
     p.add_argument("--backend", choices=("numpy", "lava"), default="numpy", help="emulator backend (default numpy)")
     p.add_argument("--json", action="store_true", help="print one JSON object instead of a summary")
+    add_threads_argument(p)
     p.set_defaults(func=lambda a: _cmd_simulate(a, opener))
 
     chip = subparsers.add_parser("chip", help="chip instances: export the mismatch draws",

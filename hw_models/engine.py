@@ -142,6 +142,24 @@ class _DpiView:
         self.Imem, self.Iampa, self.Igaba, self.r = st[0], st[1], st[2], r
 
 
+def _check_chip(chip: Chip) -> None:
+    """The shapes the compiled kernel relies on (it does not check indices: a malformed chip would make it write
+    out of bounds, so one is refused here with the array that is wrong)."""
+    n = chip.n
+    inp = chip.profile["input"]
+    for name, m, n_src in (("in_e", chip.in_e, inp["n_src_e"]), ("in_i", chip.in_i, inp["n_src_i"])):
+        if m.shape != (n, n_src):
+            raise ValueError(f"chip {chip.uid}: {name} has shape {m.shape}, expected ({n}, {n_src})")
+    if chip.rec is not None:
+        if chip.rec.shape != (n, n):
+            raise ValueError(f"chip {chip.uid}: rec has shape {chip.rec.shape}, expected ({n}, {n})")
+        if chip.rec_is_exc is None or np.shape(chip.rec_is_exc) != (n,):
+            raise ValueError(f"chip {chip.uid}: rec_is_exc must have shape ({n},)")
+    for key, value in chip.params.items():
+        if np.shape(value) != (n,):
+            raise ValueError(f"chip {chip.uid}: parameter {key} has shape {np.shape(value)}, expected ({n},)")
+
+
 def _empty_like_recording():
     return (np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64), np.zeros((0, 3, 0)),
             np.zeros(0, dtype=np.int64))
@@ -166,6 +184,7 @@ class Engine:
                  input_stream: int = 0, threads: Optional[int] = None):
         from . import kernels  # numba and the vector-math thunks load with the first engine, not with hw_models
 
+        _check_chip(chip)
         self._k = kernels
         self.chip = chip
         self.n = n = chip.n

@@ -251,3 +251,18 @@ def test_vector_math_choice_is_reported():
         assert np.array_equal(y, np.exp(x))
     else:
         np.testing.assert_allclose(y, np.exp(x), rtol=4e-16)
+
+
+def test_a_malformed_chip_is_refused_before_it_runs():
+    """The kernel trusts its indices; a chip whose arrays do not fit its size never reaches it."""
+    import dataclasses
+
+    from hw_models.chip import draw_chip
+    from hw_models.engine import Engine
+
+    chip = draw_chip("devboard", 1)
+    with pytest.raises(ValueError, match=r"in_e has shape \(31, 64\), expected \(32, 64\)"):
+        Engine(dataclasses.replace(chip, in_e=chip.in_e[:-1]))
+    params = dict(chip.params, C=chip.params["C"][:5])
+    with pytest.raises(ValueError, match="parameter C has shape"):
+        Engine(dataclasses.replace(chip, params=params))
