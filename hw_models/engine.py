@@ -87,18 +87,13 @@ class WindowStats:
 
 
 class _PoissonPool:
-    """Block-wise Bernoulli sources of one pool, and the pool's weights by source (for the compiled scatter)."""
+    """Block-wise Bernoulli sources of one pool."""
 
     def __init__(self, weights: sp.csr_matrix, rate_hz: float, dt_ms: float):
         self.n_src = weights.shape[1]
         self.p = rate_hz * dt_ms * 1e-3
         if self.p > 1.0:
             raise ValueError(f"input rate {rate_hz} Hz is above one spike per step at dt = {dt_ms} ms")
-        wT = weights.T.tocsr()  # [n_src x N]: row k = the neurons source k projects to
-        wT.sort_indices()  # ascending targets: a block of neurons finds its part of a row by bisection
-        self.ptr = wT.indptr.astype(np.int64)
-        self.ind = wT.indices.astype(np.int32)
-        self.dat = np.ascontiguousarray(wT.data, dtype=np.float64)
 
     def draw_block(self, rng: np.random.Generator, n_steps: int) -> tuple[np.ndarray, np.ndarray]:
         """The block's source spikes as (step pointer [n_steps + 1], sources ascending within each step).
@@ -140,6 +135,31 @@ class _DpiView:
 
     def __init__(self, st: np.ndarray, r: np.ndarray):
         self.Imem, self.Iampa, self.Igaba, self.r = st[0], st[1], st[2], r
+
+
+def _source_major(chip: Chip) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Both pools' weights by source, as one CSR the kernel scatters from: rows 0 .. n_src_e - 1 are the
+    excitatory sources, then the inhibitory ones; an excitatory source's targets are the neurons j, an inhibitory
+    source's are N + j (the kernel's input buffer holds both sums). Targets ascend within a row, so a block of
+    neurons finds its part of a row by bisection. Built in place: a million-neuron chip holds it once."""
+    n = chip.n
+    nnz_e, nnz_i = chip.in_e.nnz, chip.in_i.nnz
+    ptr = np.empty(chip.in_e.shape[1] + chip.in_i.shape[1] + 1, dtype=np.int64)
+    ind = np.empty(nnz_e + nnz_i, dtype=np.int32)
+    dat = np.empty(nnz_e + nnz_i)
+    at, row = 0, 0
+    for m, offset in ((chip.in_e, 0), (chip.in_i, n)):
+        t = m.T.tocsr()  # [n_src x N]: row k = the neurons source k projects to
+        t.sort_indices()
+        ptr[row:row + t.shape[0]] = t.indptr[:-1] + at
+        ind[at:at + t.nnz] = t.indices
+        ind[at:at + t.nnz] += offset
+        dat[at:at + t.nnz] = t.data
+        at += t.nnz
+        row += t.shape[0]
+        del t
+    ptr[row] = at
+    return ptr, ind, dat
 
 
 def _check_chip(chip: Chip) -> None:
@@ -201,6 +221,7 @@ class Engine:
         inp = chip.profile["input"]
         self.pool_e = _PoissonPool(chip.in_e, inp["rate_e_hz"], self.dt)
         self.pool_i = _PoissonPool(chip.in_i, inp["rate_i_hz"], self.dt)
+        self._wptr, self._wind, self._wdat = _source_major(chip)
         self._blk_e = self._blk_i = None
         self._block_pos = BLOCK_STEPS
         self._win_steps = -1  # -1: no window open
@@ -224,8 +245,9 @@ class Engine:
         self._opt = np.zeros(len(kernels.OPT), dtype=np.int64)
         self._opt[kernels.OPT["model"]] = 0 if cond else 1
         self._opt[kernels.OPT["isyn"]] = int(bool(record_isyn) and cond)
+        self._opt[kernels.OPT["n_src_e"]] = self.pool_e.n_src
         self._io = np.zeros(len(kernels.IO), dtype=np.int64)
-        self._raw = np.zeros((2, n))
+        self._raw = np.zeros(2 * n)  # the excitatory input sums, then the inhibitory ones (zero between steps)
         self._acc = np.zeros((3, n))
         self._counts = np.zeros(n, dtype=np.int64)
         if chip.rec is not None:
@@ -302,8 +324,10 @@ class Engine:
         self._nref[:] = c.nref
 
     # -- simulation --------------------------------------------------------------------------------------------
-    def _take_events(self, n_steps: int):
-        """The next ``n_steps`` steps of both pools' source spikes, drawn block by block as the reference does."""
+    def _take_events(self, n_steps: int) -> tuple[np.ndarray, np.ndarray]:
+        """The next ``n_steps`` steps of both pools' source spikes, drawn block by block as the reference does,
+        as (step pointer [n_steps + 1], sources): per step the excitatory sources ascending, then the inhibitory
+        ones (numbered from n_src_e) ascending."""
         parts = ([], [], [], [])  # counts e, sources e, counts i, sources i
         left = n_steps
         while left > 0:
@@ -318,12 +342,18 @@ class Engine:
                 srcs.append(src[ptr[a]:ptr[b]])
             self._block_pos = b
             left -= b - a
-        out = []
-        for cnt, srcs in ((parts[0], parts[1]), (parts[2], parts[3])):
-            ptr = np.zeros(n_steps + 1, dtype=np.int64)
-            np.cumsum(np.concatenate(cnt), out=ptr[1:])
-            out.append((ptr, np.concatenate(srcs) if len(srcs) > 1 else srcs[0]))
-        return out
+        ce, ci = np.concatenate(parts[0]), np.concatenate(parts[2])
+        se, si = np.concatenate(parts[1]), np.concatenate(parts[3])
+        ptr = np.zeros(n_steps + 1, dtype=np.int64)
+        np.cumsum(ce + ci, out=ptr[1:])
+        if si.size == 0:
+            return ptr, se
+        if se.size == 0:
+            return ptr, si + self.pool_e.n_src
+        steps = np.arange(n_steps)
+        key = np.concatenate([np.repeat(2 * steps, ce), np.repeat(2 * steps + 1, ci)])
+        src = np.concatenate([se, si + self.pool_e.n_src])
+        return ptr, src[np.argsort(key, kind="stable")]
 
     def _recording_buffers(self, sample_every: int):
         """Buffers the kernel fills for the recorder, drained after each call (bounded: about 64 MiB at most)."""
@@ -357,7 +387,7 @@ class Engine:
         if n_steps <= 0:
             return
         k = self._k
-        (pe, se), (pi, si) = self._take_events(n_steps)
+        ev_ptr, ev_src = self._take_events(n_steps)
         recorder = self.recorder
         sample_every = int(getattr(recorder, "sample_every_steps", 0) or 0) if recorder is not None else 0
         opt, io = self._opt, self._io
@@ -376,16 +406,15 @@ class Engine:
             kernel = k.run_window_parallel
         else:
             kernel = k.run_window_serial
-        pool_e, pool_i = self.pool_e, self.pool_i
         s = 0
         while s < n_steps:
             io[k.IO["steps_done"]] = s
             io[k.IO["n_events"]] = 0
             io[k.IO["n_samples"]] = 0
             kernel(s, n_steps, opt, self._sc, self._st, self._r, self._pc, self._nref, self._alive, self._acc,
-                   self._counts, pool_e.ptr, pool_e.ind, pool_e.dat, pe, se, pool_i.ptr, pool_i.ind, pool_i.dat, pi, si,
-                   self._raw, self._rptr, self._rind, self._rdat, self._rexc, self._rsum, self._touched, self._prev,
-                   io, ev_step, ev_id, samples, sample_steps, k.VECTOR_MATH.addresses)
+                   self._counts, self._wptr, self._wind, self._wdat, ev_ptr, ev_src, self._raw, self._rptr,
+                   self._rind, self._rdat, self._rexc, self._rsum, self._touched, self._prev, io, ev_step, ev_id,
+                   samples, sample_steps, k.VECTOR_MATH.addresses)
             done = int(io[k.IO["steps_done"]])
             if recorder is not None:
                 self._deliver(recorder, ev_step[:io[k.IO["n_events"]]], ev_id[:io[k.IO["n_events"]]],

@@ -46,11 +46,11 @@ BLOCK = 1024  # neurons per block at most: a block's working set (about 20 array
 
 # indices of the int64 option array ``opt`` (read-only in the kernel)
 OPT = dict(model=0, has_ee=1, has_idc=2, has_imax=3, isyn=4, has_rec=5, record_spikes=6, sample_every=7, step0=8,
-           block=9)
+           block=9, n_src_e=10)
 # indices of the int64 in/out array ``io``
 IO = dict(steps_done=0, n_events=1, n_samples=2, n_prev=3, prev_row=4)
 
-_O_MODEL, _O_EE, _O_IDC, _O_IMAX, _O_ISYN, _O_REC, _O_RECSPK, _O_SAMPLE, _O_STEP0, _O_BLOCK = range(10)
+_O_MODEL, _O_EE, _O_IDC, _O_IMAX, _O_ISYN, _O_REC, _O_RECSPK, _O_SAMPLE, _O_STEP0, _O_BLOCK, _O_NSRC_E = range(11)
 _IO_DONE, _IO_NEV, _IO_NSMP, _IO_NPREV, _IO_PREVROW = range(5)
 
 
@@ -290,260 +290,196 @@ def _first_at_least(ind, a, b, lo):
 
 
 @njit(**_JIT)
-def _scatter(lo, hi, whole, src, e0, e1, ptr, ind, dat, out):
-    """Add the weights from the sources ``src[e0:e1]`` (ascending) to their targets in ``[lo, hi)`` into ``out``.
+def _block_steps(lo, hi, whole, s_from, s_to, opt, sc, st, r, pc, nref, alive, acc, counts,
+                 wptr, wind, wdat, ev_ptr, ev_src, raw, rptr, rind, rdat, rexc, rsum, touched, prev, n_prev,
+                 mode_e, mode_i, scr, vm, spk):
+    """Steps ``s_from .. s_to - 1`` of the chip's model for neurons ``[lo, hi)``; returns how many spiked in the
+    last step (their indices go to ``spk[lo:]``, ascending).
 
-    A target's sum builds up in ascending source order, starting from 0.0: the order, and so the rounding, of the
-    reference's sparse product ``spikes @ W^T`` (scipy's csr_matmat adds a row's terms in column order)."""
-    for q in range(e0, e1):
-        k = src[q]
-        a = ptr[k]
-        b = ptr[k + 1]
-        if not whole:
-            a = _first_at_least(ind, a, b, lo)
-        for t in range(a, b):
-            j = ind[t]
-            if j >= hi:
-                break
-            out[j] += dat[t]
+    This is the model's arithmetic, for every backend. Every line is one numpy operation of the reference's step
+    (``reference.cond_lif_step``, ``reference.dpi_step``, and ``ReferenceEngine.advance`` and ``_add_recurrent``
+    for the input), in its order, so the rounding is the same. The loops are simple passes over the block, which
+    the compiler vectorises, and everything is written out in this one function: a helper taking arrays in the
+    step loop would cost reference-count updates (atomic) on every call, which for a 32-neuron chip is most of a
+    step.
 
-
-@njit(**_JIT)
-def _input(lo, hi, whole, s, ev_ptr, ev_src, ptr, ind, dat, raw, clear):
-    """Step ``s``'s source spikes through the weights into ``raw`` (the block's part, indexed from ``lo``); with
-    ``clear``, set those same entries back to 0.0 instead (the buffer is zero between steps)."""
-    for q in range(ev_ptr[s], ev_ptr[s + 1]):
-        k = ev_src[q]
-        a = ptr[k]
-        b = ptr[k + 1]
-        if not whole:
-            a = _first_at_least(ind, a, b, lo)
-        for t in range(a, b):
-            j = ind[t]
-            if j >= hi:
-                break
-            if clear:
-                raw[j - lo] = 0.0
-            else:
-                raw[j - lo] += dat[t]  # a target's sum builds up in ascending source order, from 0.0
-
-
-@njit(**_JIT)
-def _recurrent_input(lo, hi, whole, prev, n_prev, rptr, rind, rdat, rexc, rs_e, rs_i, tch_e, tch_i):
-    """The previous step's chip spikes (``prev``, ascending) through the recurrent weights into the block's
-    per-type sums, in ascending presynaptic order as the reference adds them."""
-    for q in range(n_prev):
-        p = prev[q]
-        a = rptr[p]
-        b = rptr[p + 1]
-        if not whole:
-            a = _first_at_least(rind, a, b, lo)
-        exc = rexc[p]
-        for x in range(a, b):
-            j = rind[x]
-            if j >= hi:
-                break
-            if exc:
-                rs_e[j - lo] += rdat[x]
-                tch_e[j - lo] = 1
-            else:
-                rs_i[j - lo] += rdat[x]
-                tch_i[j - lo] = 1
-
-
-@njit(**_JIT)
-def _decay_input(g, d, raw, jump, rs, tch, mode):
-    """``g = g*d + x`` with ``x = raw*jump`` (plus the recurrent ``rs*jump`` where it enters; ``mode`` as in
-    ``_recurrent_modes``): the reference's ``g *= d; g += x`` with ``x`` its input row."""
-    m = g.shape[0]
-    if mode == 0:
-        for k in range(m):
-            g[k] = g[k] * d[k] + raw[k] * jump[k]
-    else:
-        for k in range(m):
-            x = raw[k] * jump[k]
-            if mode == 2 or tch[k] != 0:
-                x = x + rs[k] * jump[k]
-            rs[k] = 0.0
-            tch[k] = 0
-            g[k] = g[k] * d[k] + x
-
-
-@njit(**_JIT)
-def _cond_lif_steps(lo, hi, whole, s_from, s_to, opt, sc, st, r, pc, nref, alive, acc, counts,
-                    wptr_e, wind_e, wdat_e, ev_ptr_e, ev_src_e, wptr_i, wind_i, wdat_i, ev_ptr_i, ev_src_i, raw,
-                    rptr, rind, rdat, rexc, rsum, touched, prev, n_prev, mode_e, mode_i, scr, vm, spk):
-    """Steps ``s_from .. s_to - 1`` of cond_lif (MODEL.md 1) for neurons ``[lo, hi)``; returns how many spiked in
-    the last step (their indices go to ``spk[lo:]``, ascending).
-
-    Every line is one numpy operation of ``reference.cond_lif_step`` (and of ``ReferenceEngine.advance`` and
-    ``_add_recurrent``), in its order, so the rounding is the same; the loops are split so that each is a simple
-    pass the compiler vectorises."""
-    V, ge, gi = st[0, lo:hi], st[1, lo:hi], st[2, lo:hi]
+    Input: both pools share one source-major weight matrix (``wptr``, ``wind``, ``wdat``) whose inhibitory sources
+    follow the excitatory ones and whose inhibitory targets are numbered from N, so ``raw`` is ``[2N]``: the
+    excitatory sums, then the inhibitory ones. A target's sum builds up in ascending source order from 0.0, the
+    order (and so the rounding) of the reference's sparse product (scipy's csr_matmat adds a row's terms in column
+    order). Recurrent input (the previous step's chip spikes ``prev``, ascending) goes into ``rsum`` the same way;
+    ``mode_e``/``mode_i`` say how it enters (``_recurrent_modes``).
+    """
+    n = st.shape[1]
+    nse = opt[_O_NSRC_E]
+    cond = opt[_O_MODEL] == 0
+    # state, constants and buffers of the block (views made once per call, never in the step loop)
+    x0, x1, x2 = st[0, lo:hi], st[1, lo:hi], st[2, lo:hi]  # cond_lif: V, ge, gi; dpi: Imem, Iampa, Igaba
     rb = r[lo:hi]
-    de, di, gL, gLEL, ndc = pc[0, lo:hi], pc[1, lo:hi], pc[2, lo:hi], pc[3, lo:hi], pc[4, lo:hi]
-    Vth, Vreset, je, ji = pc[5, lo:hi], pc[6, lo:hi], pc[7, lo:hi], pc[8, lo:hi]
+    d1, d2 = pc[0, lo:hi], pc[1, lo:hi]  # decay factors of the two synapses
+    p2, p3, p4, p5, p6 = pc[2, lo:hi], pc[3, lo:hi], pc[4, lo:hi], pc[5, lo:hi], pc[6, lo:hi]
+    je, ji, p9 = pc[7, lo:hi], pc[8, lo:hi], pc[9, lo:hi]
     nr, al, cnt = nref[lo:hi], alive[lo:hi], counts[lo:hi]
     a_e, a_i, a_s = acc[0, lo:hi], acc[1, lo:hi], acc[2, lo:hi]
-    raw_e, raw_i = raw[0, lo:hi], raw[1, lo:hi]
+    raw_e, raw_i = raw[lo:hi], raw[n + lo:n + hi]
     has_rec = n_prev > 0
-    if has_rec:
-        rs_e, rs_i, tch_e, tch_i = rsum[0, lo:hi], rsum[1, lo:hi], touched[0, lo:hi], touched[1, lo:hi]
-    else:
-        rs_e, rs_i, tch_e, tch_i = raw_e, raw_i, touched[0, 0:0], touched[1, 0:0]
-    EE, EI = sc[0], sc[1]
+    lo_r, hi_r = (lo, hi) if has_rec else (0, 0)
+    rs_e, rs_i, tch_e, tch_i = rsum[0, lo_r:hi_r], rsum[1, lo_r:hi_r], touched[0, lo_r:hi_r], touched[1, lo_r:hi_r]
+    EE, EI, I0, Idc, fb_exp = sc[0], sc[1], sc[2], sc[3], sc[4]
     has_ee = opt[_O_EE] != 0
     isyn = opt[_O_ISYN] != 0
-    m = hi - lo
-    m8 = (m + 7) & ~7
-    g, u, t = scr[0, :m], scr[1, :m], scr[2, :m8]
-    n_spk = 0
-    for s in range(s_from, s_to):
-        _input(lo, hi, whole, s, ev_ptr_e, ev_src_e, wptr_e, wind_e, wdat_e, raw_e, False)
-        _input(lo, hi, whole, s, ev_ptr_i, ev_src_i, wptr_i, wind_i, wdat_i, raw_i, False)
-        if has_rec:
-            _recurrent_input(lo, hi, whole, prev, n_prev, rptr, rind, rdat, rexc, rs_e, rs_i, tch_e, tch_i)
-        # 1-2. decay, then this step's input
-        _decay_input(ge, de, raw_e, je, rs_e, tch_e, mode_e)
-        _decay_input(gi, di, raw_i, ji, rs_i, tch_i, mode_i)
-        _input(lo, hi, whole, s, ev_ptr_e, ev_src_e, wptr_e, wind_e, wdat_e, raw_e, True)
-        _input(lo, hi, whole, s, ev_ptr_i, ev_src_i, wptr_i, wind_i, wdat_i, raw_i, True)
-        # 3. exponential Euler towards V_inf with the conductances held over the step
-        for k in range(m):
-            g[k] = (gL[k] + ge[k]) + gi[k]
-        if has_ee:
-            for k in range(m):
-                u[k] = (((gi[k] * EI) + gLEL[k]) + ge[k] * EE) / g[k]
-        else:
-            for k in range(m):
-                u[k] = ((gi[k] * EI) + gLEL[k]) / g[k]
-        for k in range(m):
-            t[k] = g[k] * ndc[k]
-        for k in range(m, m8):
-            t[k] = 0.0
-        _vmap(vm[0], vm[1], t, m8)  # exp(-dt*g/C), numpy's routine
-        for k in range(m):  # V -= u; V *= t; V += u, then held at Vreset while refractory
-            w = u[k]
-            v = ((V[k] - w) * t[k]) + w
-            rk = rb[k]
-            held = rk > 0
-            V[k] = Vreset[k] if held else v
-            rb[k] = rk - 1 if held else rk
-        if isyn:  # 4. ge*(EE - V) + gi*(EI - V) = ge*EE + gi*EI - (ge + gi)*V
-            for k in range(m):
-                a_s[k] = ((a_s[k] - (g[k] - gL[k]) * V[k]) + ge[k] * EE) + gi[k] * EI
-        n_spk = 0
-        for k in range(m):  # 5. spike
-            if V[k] >= Vth[k] and al[k]:
-                V[k] = Vreset[k]
-                rb[k] = nr[k]
-                cnt[k] += 1
-                spk[lo + n_spk] = lo + k
-                n_spk += 1
-        for k in range(m):  # the proxy accumulators
-            a_e[k] += ge[k]
-        for k in range(m):
-            a_i[k] += gi[k]
-    return n_spk
-
-
-@njit(**_JIT)
-def _dpi_steps(lo, hi, whole, s_from, s_to, opt, sc, st, r, pc, nref, alive, acc, counts,
-               wptr_e, wind_e, wdat_e, ev_ptr_e, ev_src_e, wptr_i, wind_i, wdat_i, ev_ptr_i, ev_src_i, raw,
-               rptr, rind, rdat, rexc, rsum, touched, prev, n_prev, mode_e, mode_i, scr, vm, spk):
-    """Steps ``s_from .. s_to - 1`` of dpi (MODEL.md 2) for neurons ``[lo, hi)``, as ``reference.dpi_step``
-    computes them, operation by operation; returns how many spiked in the last step (indices to ``spk[lo:]``)."""
-    Im, Ia, Ig = st[0, lo:hi], st[1, lo:hi], st[2, lo:hi]
-    rb = r[lo:hi]
-    da, dg, Ileak, Igain, got = pc[0, lo:hi], pc[1, lo:hi], pc[2, lo:hi], pc[3, lo:hi], pc[4, lo:hi]
-    dtm, Ispk, je, ji, Imax = pc[5, lo:hi], pc[6, lo:hi], pc[7, lo:hi], pc[8, lo:hi], pc[9, lo:hi]
-    nr, al, cnt = nref[lo:hi], alive[lo:hi], counts[lo:hi]
-    a_e, a_i = acc[0, lo:hi], acc[1, lo:hi]
-    raw_e, raw_i = raw[0, lo:hi], raw[1, lo:hi]
-    has_rec = n_prev > 0
-    if has_rec:
-        rs_e, rs_i, tch_e, tch_i = rsum[0, lo:hi], rsum[1, lo:hi], touched[0, lo:hi], touched[1, lo:hi]
-    else:
-        rs_e, rs_i, tch_e, tch_i = raw_e, raw_i, touched[0, 0:0], touched[1, 0:0]
-    I0, Idc, fb_exp = sc[2], sc[3], sc[4]
     has_idc = opt[_O_IDC] != 0
     has_imax = opt[_O_IMAX] != 0
     m = hi - lo
     m8 = (m + 7) & ~7
-    a_, b_, q_ = scr[0, :m], scr[1, :m8], scr[2, :m]
+    s0_, s1_, s2_ = scr[0, :m], scr[1, :m8], scr[2, :m8]
     n_spk = 0
     for s in range(s_from, s_to):
-        _input(lo, hi, whole, s, ev_ptr_e, ev_src_e, wptr_e, wind_e, wdat_e, raw_e, False)
-        _input(lo, hi, whole, s, ev_ptr_i, ev_src_i, wptr_i, wind_i, wdat_i, raw_i, False)
-        if has_rec:
-            _recurrent_input(lo, hi, whole, prev, n_prev, rptr, rind, rdat, rexc, rs_e, rs_i, tch_e, tch_i)
-        _decay_input(Ia, da, raw_e, je, rs_e, tch_e, mode_e)
-        _decay_input(Ig, dg, raw_i, ji, rs_i, tch_i, mode_i)
-        _input(lo, hi, whole, s, ev_ptr_e, ev_src_e, wptr_e, wind_e, wdat_e, raw_e, True)
-        _input(lo, hi, whole, s, ev_ptr_i, ev_src_i, wptr_i, wind_i, wdat_i, raw_i, True)
-        for k in range(m):  # numpy.maximum(x, I0): a NaN stays NaN
-            x = Ia[k]
-            Ia[k] = I0 if x < I0 else x
-        for k in range(m):
-            x = Ig[k]
-            Ig[k] = I0 if x < I0 else x
-        # I_in = max(Iampa - Igaba - Ileak + Idc, I0), 0 while refractory; then (Igain/Itau)*(I_in - Ileak)
-        for k in range(m):
-            a = (Ia[k] - Ig[k]) - Ileak[k]
-            if has_idc:
-                a = a + Idc
-            a = I0 if a < I0 else a
-            a = 0.0 if rb[k] > 0 else a
-            a_[k] = (a - Ileak[k]) * got[k]
-        for k in range(m):
-            q_[k] = Im[k] + Igain[k]
-        for k in range(m):
-            b_[k] = Im[k] / I0
-        for k in range(m, m8):
-            b_[k] = 1.0
-        _vmap_pow(vm[2], vm[3], b_, fb_exp, m8)  # (Imem/I0)**fb_exp, numpy's routine
-        # positive feedback Ifb/Ileak*(Imem + Igain); - Imem (Iahp = 0); dImem = dt*Imem/(tau*(Imem+Igain))*a
-        for k in range(m):
-            im = Im[k]
-            q = q_[k]
-            b = ((b_[k] * I0) / Ileak[k]) * q
-            a = ((((a_[k] + b) - im) * im) / q) * dtm[k]
-            im = im + a
-            Im[k] = I0 if im < I0 else im
-        if has_imax:  # a dead neuron's membrane saturates at its threshold instead of diverging
+        # -- this step's input: source spikes through the weights, then the previous step's chip spikes
+        for q in range(ev_ptr[s], ev_ptr[s + 1]):
+            k = ev_src[q]
+            off = n if k >= nse else 0
+            a = wptr[k]
+            b = wptr[k + 1]
+            if not whole:
+                a = _first_at_least(wind, a, b, lo + off)
+            for t in range(a, b):
+                j = wind[t] - off
+                if j >= hi:
+                    break
+                raw[off + j] += wdat[t]
+        for q in range(n_prev):
+            p = prev[q]
+            a = rptr[p]
+            b = rptr[p + 1]
+            if not whole:
+                a = _first_at_least(rind, a, b, lo)
+            kind = 0 if rexc[p] else 1
+            for x in range(a, b):
+                j = rind[x]
+                if j >= hi:
+                    break
+                rsum[kind, j] += rdat[x]
+                touched[kind, j] = 1
+        # -- 1-2. decay, then input: g *= d; g += x with x = raw*jump (+ rsum*jump where recurrent input enters)
+        if mode_e == 0:
             for k in range(m):
-                Im[k] = Imax[k] if Imax[k] < Im[k] else Im[k]
-        for k in range(m):
-            rk = rb[k]
-            rb[k] = rk - 1 if rk > 0 else rk
+                x1[k] = x1[k] * d1[k] + raw_e[k] * je[k]
+        else:
+            for k in range(m):
+                x = raw_e[k] * je[k]
+                if mode_e == 2 or tch_e[k] != 0:
+                    x = x + rs_e[k] * je[k]
+                rs_e[k] = 0.0
+                tch_e[k] = 0
+                x1[k] = x1[k] * d1[k] + x
+        if mode_i == 0:
+            for k in range(m):
+                x2[k] = x2[k] * d2[k] + raw_i[k] * ji[k]
+        else:
+            for k in range(m):
+                x = raw_i[k] * ji[k]
+                if mode_i == 2 or tch_i[k] != 0:
+                    x = x + rs_i[k] * ji[k]
+                rs_i[k] = 0.0
+                tch_i[k] = 0
+                x2[k] = x2[k] * d2[k] + x
+        for q in range(ev_ptr[s], ev_ptr[s + 1]):  # the input buffer back to zero: only what was touched
+            k = ev_src[q]
+            off = n if k >= nse else 0
+            a = wptr[k]
+            b = wptr[k + 1]
+            if not whole:
+                a = _first_at_least(wind, a, b, lo + off)
+            for t in range(a, b):
+                j = wind[t] - off
+                if j >= hi:
+                    break
+                raw[off + j] = 0.0
         n_spk = 0
+        if cond:
+            # cond_lif (MODEL.md 1): V, ge, gi = x0, x1, x2; gL gL*EL -dt/C Vth Vreset = p2 .. p6
+            # 3. exponential Euler towards V_inf with the conductances held over the step
+            for k in range(m):
+                s0_[k] = (p2[k] + x1[k]) + x2[k]  # g = gL + ge + gi
+            if has_ee:
+                for k in range(m):
+                    s1_[k] = (((x2[k] * EI) + p3[k]) + x1[k] * EE) / s0_[k]  # V_inf
+            else:
+                for k in range(m):
+                    s1_[k] = ((x2[k] * EI) + p3[k]) / s0_[k]
+            for k in range(m):
+                s2_[k] = s0_[k] * p4[k]
+            for k in range(m, m8):
+                s2_[k] = 0.0
+            _vmap(vm[0], vm[1], s2_, m8)  # exp(-dt*g/C), numpy's routine
+            for k in range(m):  # V -= u; V *= t; V += u, then held at Vreset while refractory
+                w = s1_[k]
+                v = ((x0[k] - w) * s2_[k]) + w
+                rk = rb[k]
+                held = rk > 0
+                x0[k] = p6[k] if held else v
+                rb[k] = rk - 1 if held else rk
+            if isyn:  # 4. ge*(EE - V) + gi*(EI - V) = ge*EE + gi*EI - (ge + gi)*V
+                for k in range(m):
+                    a_s[k] = ((a_s[k] - (s0_[k] - p2[k]) * x0[k]) + x1[k] * EE) + x2[k] * EI
+            for k in range(m):  # 5. spike
+                if x0[k] >= p5[k] and al[k]:
+                    x0[k] = p6[k]
+                    rb[k] = nr[k]
+                    cnt[k] += 1
+                    spk[lo + n_spk] = lo + k
+                    n_spk += 1
+        else:
+            # dpi (MODEL.md 2): Imem, Iampa, Igaba = x0, x1, x2; Ileak Igain Igain/Itau dt/tau Ispkthr = p2 .. p6,
+            # Imax = p9
+            for k in range(m):  # numpy.maximum(x, I0): a NaN stays NaN
+                x = x1[k]
+                x1[k] = I0 if x < I0 else x
+            for k in range(m):
+                x = x2[k]
+                x2[k] = I0 if x < I0 else x
+            # I_in = max(Iampa - Igaba - Ileak + Idc, I0), 0 while refractory; then (Igain/Itau)*(I_in - Ileak)
+            for k in range(m):
+                a = (x1[k] - x2[k]) - p2[k]
+                if has_idc:
+                    a = a + Idc
+                a = I0 if a < I0 else a
+                a = 0.0 if rb[k] > 0 else a
+                s0_[k] = (a - p2[k]) * p4[k]
+            for k in range(m):
+                s2_[k] = x0[k] + p3[k]  # q = Imem + Igain
+            for k in range(m):
+                s1_[k] = x0[k] / I0
+            for k in range(m, m8):
+                s1_[k] = 1.0
+            _vmap_pow(vm[2], vm[3], s1_, fb_exp, m8)  # (Imem/I0)**fb_exp, numpy's routine
+            # positive feedback Ifb/Ileak*(Imem + Igain); - Imem (Iahp = 0); dImem = dt*Imem/(tau*(Imem+Igain))*a
+            for k in range(m):
+                im = x0[k]
+                q = s2_[k]
+                b = ((s1_[k] * I0) / p2[k]) * q
+                a = ((((s0_[k] + b) - im) * im) / q) * p5[k]
+                im = im + a
+                x0[k] = I0 if im < I0 else im
+            if has_imax:  # a dead neuron's membrane saturates at its threshold instead of diverging
+                for k in range(m):
+                    x0[k] = p9[k] if p9[k] < x0[k] else x0[k]
+            for k in range(m):
+                rk = rb[k]
+                rb[k] = rk - 1 if rk > 0 else rk
+            for k in range(m):
+                if x0[k] > p6[k] and al[k]:
+                    x0[k] = I0
+                    rb[k] = nr[k]
+                    cnt[k] += 1
+                    spk[lo + n_spk] = lo + k
+                    n_spk += 1
+        for k in range(m):  # the proxy accumulators: ge, gi (cond_lif); Iampa, Igaba (dpi)
+            a_e[k] += x1[k]
         for k in range(m):
-            if Im[k] > Ispk[k] and al[k]:
-                Im[k] = I0
-                rb[k] = nr[k]
-                cnt[k] += 1
-                spk[lo + n_spk] = lo + k
-                n_spk += 1
-        for k in range(m):
-            a_e[k] += Ia[k]
-        for k in range(m):
-            a_i[k] += Ig[k]
+            a_i[k] += x2[k]
     return n_spk
-
-
-@njit(**_JIT)
-def _block_steps(lo, hi, whole, s_from, s_to, opt, sc, st, r, pc, nref, alive, acc, counts,
-                 wptr_e, wind_e, wdat_e, ev_ptr_e, ev_src_e, wptr_i, wind_i, wdat_i, ev_ptr_i, ev_src_i, raw,
-                 rptr, rind, rdat, rexc, rsum, touched, prev, n_prev, mode_e, mode_i, scr, vm, spk):
-    """Steps ``s_from .. s_to - 1`` for neurons ``[lo, hi)`` with the chip's model."""
-    if opt[_O_MODEL] == 0:
-        return _cond_lif_steps(lo, hi, whole, s_from, s_to, opt, sc, st, r, pc, nref, alive, acc, counts,
-                               wptr_e, wind_e, wdat_e, ev_ptr_e, ev_src_e, wptr_i, wind_i, wdat_i, ev_ptr_i,
-                               ev_src_i, raw, rptr, rind, rdat, rexc, rsum, touched, prev, n_prev, mode_e, mode_i,
-                               scr, vm, spk)
-    return _dpi_steps(lo, hi, whole, s_from, s_to, opt, sc, st, r, pc, nref, alive, acc, counts,
-                      wptr_e, wind_e, wdat_e, ev_ptr_e, ev_src_e, wptr_i, wind_i, wdat_i, ev_ptr_i, ev_src_i, raw,
-                      rptr, rind, rdat, rexc, rsum, touched, prev, n_prev, mode_e, mode_i, scr, vm, spk)
 
 
 @njit(**_JIT)
@@ -628,9 +564,9 @@ def block_width(n: int, threads: int) -> int:
 # (not one compiled twice) because numba's disk cache keys an entry by function and signature, not by the
 # ``parallel`` flag.
 @njit(**_JIT)
-def run_window_serial(s0, n_steps, opt, sc, st, r, pc, nref, alive, acc, counts,
-                      wptr_e, wind_e, wdat_e, ev_ptr_e, ev_src_e, wptr_i, wind_i, wdat_i, ev_ptr_i, ev_src_i, raw,
-                      rptr, rind, rdat, rexc, rsum, touched, prev2, io, ev_step, ev_id, samples, sample_steps, vm):
+def run_window_serial(s0, n_steps, opt, sc, st, r, pc, nref, alive, acc, counts, wptr, wind, wdat, ev_ptr,
+                      ev_src, raw, rptr, rind, rdat, rexc, rsum, touched, prev2, io, ev_step, ev_id, samples,
+                      sample_steps, vm):
     """Run steps ``s0 .. n_steps - 1`` of a window (step ``s`` is absolute step ``opt[step0] + s``) on one thread.
 
     Returns with ``io[steps_done]`` short of ``n_steps`` only when the recorder buffers are full."""
@@ -647,9 +583,9 @@ def run_window_serial(s0, n_steps, opt, sc, st, r, pc, nref, alive, acc, counts,
         for b in range(nb):
             lo = b * bw
             hi = min(n, lo + bw)
-            _block_steps(lo, hi, nb == 1, s0, n_steps, opt, sc, st, r, pc, nref, alive, acc, counts,
-                         wptr_e, wind_e, wdat_e, ev_ptr_e, ev_src_e, wptr_i, wind_i, wdat_i, ev_ptr_i, ev_src_i,
-                         raw, rptr, rind, rdat, rexc, rsum, touched, prev2[0], nil, nil, nil, scr, vm, spk)
+            _block_steps(lo, hi, nb == 1, s0, n_steps, opt, sc, st, r, pc, nref, alive, acc, counts, wptr, wind, wdat,
+                         ev_ptr, ev_src, raw, rptr, rind, rdat, rexc, rsum, touched, prev2[0], nil, nil, nil, scr, vm,
+                         spk)
         io[_IO_DONE] = n_steps
         return
     for s in range(s0, n_steps):
@@ -662,18 +598,17 @@ def run_window_serial(s0, n_steps, opt, sc, st, r, pc, nref, alive, acc, counts,
         for b in range(nb):
             lo = b * bw
             hi = min(n, lo + bw)
-            cnt[b] = _block_steps(lo, hi, nb == 1, s, s + 1, opt, sc, st, r, pc, nref, alive, acc, counts,
-                                 wptr_e, wind_e, wdat_e, ev_ptr_e, ev_src_e, wptr_i, wind_i, wdat_i, ev_ptr_i,
-                                 ev_src_i, raw, rptr, rind, rdat, rexc, rsum, touched, prev, n_prev, mode_e, mode_i,
-                                 scr, vm, spk)
+            cnt[b] = _block_steps(lo, hi, nb == 1, s, s + 1, opt, sc, st, r, pc, nref, alive, acc, counts, wptr,
+                                 wind, wdat, ev_ptr, ev_src, raw, rptr, rind, rdat, rexc, rsum, touched, prev,
+                                 n_prev, mode_e, mode_i, scr, vm, spk)
         _after_step(abs_step, n, nb, bw, opt, st, spk, cnt, prev2, io, ev_step, ev_id, samples, sample_steps)
         io[_IO_DONE] = s + 1
 
 
 @njit(parallel=True, **_JIT)
-def run_window_parallel(s0, n_steps, opt, sc, st, r, pc, nref, alive, acc, counts,
-                        wptr_e, wind_e, wdat_e, ev_ptr_e, ev_src_e, wptr_i, wind_i, wdat_i, ev_ptr_i, ev_src_i, raw,
-                        rptr, rind, rdat, rexc, rsum, touched, prev2, io, ev_step, ev_id, samples, sample_steps, vm):
+def run_window_parallel(s0, n_steps, opt, sc, st, r, pc, nref, alive, acc, counts, wptr, wind, wdat, ev_ptr,
+                        ev_src, raw, rptr, rind, rdat, rexc, rsum, touched, prev2, io, ev_step, ev_id, samples,
+                        sample_steps, vm):
     """``run_window_serial`` with the blocks spread over threads (``numba.set_num_threads``)."""
     n = st.shape[1]
     bw = opt[_O_BLOCK]
@@ -688,9 +623,9 @@ def run_window_parallel(s0, n_steps, opt, sc, st, r, pc, nref, alive, acc, count
             lo = b * bw
             hi = min(n, lo + bw)
             scr = np.empty((3, bw + 8))
-            _block_steps(lo, hi, nb == 1, s0, n_steps, opt, sc, st, r, pc, nref, alive, acc, counts,
-                         wptr_e, wind_e, wdat_e, ev_ptr_e, ev_src_e, wptr_i, wind_i, wdat_i, ev_ptr_i, ev_src_i,
-                         raw, rptr, rind, rdat, rexc, rsum, touched, prev2[0], nil, nil, nil, scr, vm, spk)
+            _block_steps(lo, hi, nb == 1, s0, n_steps, opt, sc, st, r, pc, nref, alive, acc, counts, wptr, wind, wdat,
+                         ev_ptr, ev_src, raw, rptr, rind, rdat, rexc, rsum, touched, prev2[0], nil, nil, nil, scr, vm,
+                         spk)
         io[_IO_DONE] = n_steps
         return
     for s in range(s0, n_steps):
@@ -704,10 +639,9 @@ def run_window_parallel(s0, n_steps, opt, sc, st, r, pc, nref, alive, acc, count
             lo = b * bw
             hi = min(n, lo + bw)
             scr = np.empty((3, bw + 8))
-            cnt[b] = _block_steps(lo, hi, nb == 1, s, s + 1, opt, sc, st, r, pc, nref, alive, acc, counts,
-                                 wptr_e, wind_e, wdat_e, ev_ptr_e, ev_src_e, wptr_i, wind_i, wdat_i, ev_ptr_i,
-                                 ev_src_i, raw, rptr, rind, rdat, rexc, rsum, touched, prev, n_prev, mode_e, mode_i,
-                                 scr, vm, spk)
+            cnt[b] = _block_steps(lo, hi, nb == 1, s, s + 1, opt, sc, st, r, pc, nref, alive, acc, counts, wptr,
+                                 wind, wdat, ev_ptr, ev_src, raw, rptr, rind, rdat, rexc, rsum, touched, prev,
+                                 n_prev, mode_e, mode_i, scr, vm, spk)
         _after_step(abs_step, n, nb, bw, opt, st, spk, cnt, prev2, io, ev_step, ev_id, samples, sample_steps)
         io[_IO_DONE] = s + 1
 
@@ -757,11 +691,11 @@ def step_arrays(state, consts, xe: np.ndarray, xi: np.ndarray, isyn_acc=None) ->
     counts = np.zeros(n, dtype=np.int64)
     no_ptr, no_src = np.zeros(2, dtype=np.int64), np.zeros(0, dtype=np.int64)
     w_ptr, w_ind, w_dat = np.zeros(1, dtype=np.int64), np.zeros(0, dtype=np.int32), np.zeros(0)
-    raw = np.stack([xe, xi]).astype(float)
+    raw = np.concatenate([xe, xi]).astype(float)
     io = np.zeros(len(IO), dtype=np.int64)
     ev_step, ev_id = np.zeros(max(n, 1), dtype=np.int64), np.zeros(max(n, 1), dtype=np.int64)
     run_window_serial(0, 1, opt, sc, st, r, pc, np.ascontiguousarray(c.nref, dtype=np.int32), alive, acc, counts,
-                      w_ptr, w_ind, w_dat, no_ptr, no_src, w_ptr, w_ind, w_dat, no_ptr, no_src, raw,
+                      w_ptr, w_ind, w_dat, no_ptr, no_src, raw,
                       np.zeros(1, dtype=np.int64), np.zeros(0, dtype=np.int32), np.zeros(0), np.zeros(0, dtype=bool),
                       np.zeros((2, 0)), np.zeros((2, 0), dtype=np.uint8), np.zeros((2, 0), dtype=np.int64), io,
                       ev_step, ev_id, np.zeros((0, 3, 0)), np.zeros(0, dtype=np.int64), VECTOR_MATH.addresses)
