@@ -33,6 +33,11 @@ from .models import CondLifConsts, DpiConsts, dpi_jumps
 __all__ = ["Engine", "WindowStats", "BLOCK_STEPS", "default_threads", "set_default_threads"]
 
 BLOCK_STEPS = 1000  # steps of Poisson input drawn at once (100 ms at dt = 0.1 ms)
+# With recurrent input or a recorder the kernel synchronises its blocks every step. Threads then pay a barrier per
+# step (microseconds, and a scheduler time slice when the machine is oversubscribed), which only a step of many
+# neurons (tens of microseconds of work and more) repays; smaller chips run that mode on one thread. The results
+# are the same either way.
+STEPWISE_PARALLEL_MIN_NEURONS = 32768
 
 _default_threads = 1
 
@@ -399,7 +404,8 @@ class Engine:
         threads = self.threads
         width = k.block_width(self.n, threads)
         opt[k.OPT["block"]] = width
-        if threads > 1 and width < self.n:  # one block cannot be shared: the serial loop does the same work
+        stepwise = recorder is not None or self.chip.rec is not None
+        if threads > 1 and width < self.n and (not stepwise or self.n >= STEPWISE_PARALLEL_MIN_NEURONS):
             import numba
 
             numba.set_num_threads(min(threads, numba.config.NUMBA_NUM_THREADS))

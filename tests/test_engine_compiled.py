@@ -159,34 +159,46 @@ def test_window_cuts_change_nothing(profile):
 
 
 @pytest.mark.parametrize("profile", [
-    load_profile("bss2").with_changes({"geometry.cores": 4, "geometry.neurons_per_core": 700}),  # 2800 neurons
+    load_profile("bss2").with_changes({"geometry.cores": 3, "geometry.neurons_per_core": 400}),
     "balanced-net",
-    load_profile("dynapse2").with_changes({"geometry.cores": 8, "geometry.neurons_per_core": 300}),
+    load_profile("dynapse2").with_changes({"geometry.cores": 6, "geometry.neurons_per_core": 128}),
 ], ids=["cond_lif", "recurrent", "dpi"])
 def test_thread_count_and_block_width_change_nothing(profile, monkeypatch):
     """1 and 2 threads, and serial runs with narrow blocks (every block finds its part of each input row by
-    bisection): identical statistics and state."""
-    windows = [50.0, 23.4, 100.0]
+    bisection): identical statistics, state and recordings, in both kernel modes (blocks through the whole window;
+    all blocks every step, with a recorder or recurrent input; the threaded stepwise mode is forced here, the
+    engine uses it only for large chips)."""
+    from hw_models import engine
 
-    def run(threads, width=None):
+    monkeypatch.setattr(engine, "STEPWISE_PARALLEL_MIN_NEURONS", 0)
+
+    def run(threads, width, windows, recorder):
+        original = kernels.block_width
         if width is not None:
             monkeypatch.setattr(kernels, "block_width", lambda n, t: width)
         try:
-            rec = Recorder(NumpyDevice(profile, 6).chip.n, 0.1, sample_every_steps=13)
+            rec = Recorder(NumpyDevice(profile, 6).chip.n, 0.1, sample_every_steps=13) if recorder else None
             dev, out = _session(profile, 6, False, windows, threads=threads, recorder=rec)
-            return out, rec.finish()
+            return out, (rec.finish() if rec is not None else None)
         finally:
-            monkeypatch.undo()
+            monkeypatch.setattr(kernels, "block_width", original)
 
-    base, rec0 = run(1)
-    for threads, width in ((2, None), (1, 64), (1, 200), (2, 96)):
-        other, rec1 = run(threads, width)
-        for w, ((sa, xa), (sb, xb)) in enumerate(zip(base, other)):
-            _same_stats(sa, sb, (threads, width, w))
-            for x, y in zip(xa, xb):
-                assert np.array_equal(x, y), (threads, width, w)
-        assert np.array_equal(rec0.spike_ids, rec1.spike_ids)
-        assert np.array_equal(rec0.pop_series, rec1.pop_series, equal_nan=True)
+    short = [3.0, 1.3, 2.0]  # the stepwise mode pays a barrier per step on two threads: keep it short
+    recurrent = profile == "balanced-net"
+    for windows, recorder, variants in ((short if recurrent else [20.0, 13.4, 30.0], False,
+                                         ((2, None), (1, 64), (1, 200), (2, 96))),
+                                        (short, True, ((2, None), (1, 64)))):
+        base, rec0 = run(1, None, windows, recorder)
+        for threads, width in variants:
+            other, rec1 = run(threads, width, windows, recorder)
+            for w, ((sa, xa), (sb, xb)) in enumerate(zip(base, other)):
+                _same_stats(sa, sb, (threads, width, w, recorder))
+                for x, y in zip(xa, xb):
+                    assert np.array_equal(x, y), (threads, width, w, recorder)
+            if recorder:
+                assert np.array_equal(rec0.spike_steps, rec1.spike_steps)
+                assert np.array_equal(rec0.spike_ids, rec1.spike_ids)
+                assert np.array_equal(rec0.pop_series, rec1.pop_series, equal_nan=True)
 
 
 _CHILD = """
