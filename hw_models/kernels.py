@@ -7,14 +7,14 @@ Lava process model) and this module does the rest: the synaptic input of the win
 fixed in-degree weights, the recurrent input of the previous step's spikes, the neuron update, refractoriness,
 spike counting, the proxy accumulators and the recorder's spike events and state samples.
 
-One step's arithmetic (``_cond_lif_block``, ``_dpi_block``) is the single source of the model's numbers: every
-backend runs it. It is written as the numpy step loop it replaced (``hw_models.reference``) computed it, one
+One step's arithmetic (``_block_steps``: the cond_lif and the dpi step) is the single source of the model's
+numbers: every backend runs it. It is written as the numpy step loop it replaced (``hw_models.reference``) computed it, one
 scalar operation per numpy operation and in the same order, so the results are the same to the bit; that is what
 ``tests/test_engine_compiled.py`` checks.
 
 Transcendentals. numpy's ``exp`` and ``power`` are not the C library's on every machine: numpy links Intel's SVML
-for AVX-512 CPUs and uses it for contiguous float64 arrays, which differs from glibc in the last bit for about 5 %
-of arguments (measured: docs/model.md). A compiled ``math.exp`` would call glibc. To keep the reference's bits, the
+for AVX-512 CPUs and uses it for contiguous float64 arrays, which differs from glibc in the last bit for 5 to 45 %
+of arguments, depending on the numpy version (measured: docs/model.md). A compiled ``math.exp`` would call glibc. To keep the reference's bits, the
 step calls the very routine numpy calls: at import, ``_VectorMath`` tries the candidates (numpy's own exported SVML
 routines ``__svml_exp8_ha`` and ``__svml_exp8``, then the C library's ``exp``) on a probe of arguments and keeps the
 one whose results equal ``numpy.exp`` on every probe (likewise for ``pow``). The compiled step reaches it through a
@@ -42,7 +42,7 @@ from numba.extending import intrinsic
 
 __all__ = ["BLOCK", "VECTOR_MATH", "IO", "OPT", "run_window_serial", "run_window_parallel", "block_width"]
 
-BLOCK = 1024  # neurons per block at most: a block's working set (about 20 arrays) stays in the L2 cache
+BLOCK = 1024  # neurons per block at most: a block's working set (about 25 arrays, 200 KiB) stays in the L2 cache
 
 # indices of the int64 option array ``opt`` (read-only in the kernel)
 OPT = dict(model=0, has_ee=1, has_idc=2, has_imax=3, isyn=4, has_rec=5, record_spikes=6, sample_every=7, step0=8,

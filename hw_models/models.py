@@ -1,8 +1,8 @@
 r"""Neuron models (MODEL.md sections 1 and 2): their per-neuron constants, and the equations the engine integrates.
 
-The arithmetic of one step lives in one place, the compiled step of ``hw_models.kernels`` (``_cond_lif_block``,
-``_dpi_block``): the numpy emulator, the Lava process model and the board emulator's chip all run it, so their
-results are identical to the bit. This module holds what those steps read: the per-neuron constants (``*Consts``,
+The arithmetic of one step lives in one place, the compiled step of ``hw_models.kernels`` (``_block_steps``): the
+numpy emulator, the Lava process model and the board emulator's chip all run it, so their results are identical to
+the bit. This module holds what those steps read: the per-neuron constants (``*Consts``,
 precomputed once per gain or temperature change, with numpy, by every engine alike) and the state containers the
 reference engine (``hw_models.reference``, today's numpy step loop kept for benchmarks and bit-identity tests)
 updates in place.
