@@ -395,7 +395,7 @@ class Engine:
         ev_ptr, ev_src = self._take_events(n_steps)
         recorder = self.recorder
         sample_every = int(getattr(recorder, "sample_every_steps", 0) or 0) if recorder is not None else 0
-        opt, io = self._opt, self._io
+        opt = self._opt
         opt[k.OPT["record_spikes"]] = int(recorder is not None)
         opt[k.OPT["sample_every"]] = sample_every
         opt[k.OPT["step0"]] = self.step_index
@@ -405,19 +405,37 @@ class Engine:
         width = k.block_width(self.n, threads)
         opt[k.OPT["block"]] = width
         stepwise = recorder is not None or self.chip.rec is not None
+        buffers = (ev_ptr, ev_src, ev_step, ev_id, samples, sample_steps)
         if threads > 1 and width < self.n and (not stepwise or self.n >= STEPWISE_PARALLEL_MIN_NEURONS):
             import numba
 
+            # numba's thread count and chunk size are settings of the calling thread: set for this call, then
+            # restored, so other numba code in the process is not affected
+            old = numba.get_num_threads(), numba.get_parallel_chunksize()
             numba.set_num_threads(min(threads, numba.config.NUMBA_NUM_THREADS))
-            kernel = k.run_window_parallel
+            # blocks handed out one at a time as threads come free (not split evenly up front): on a shared
+            # machine one thread may be descheduled for a while, and the other then takes on more blocks
+            numba.set_parallel_chunksize(1)
+            try:
+                self._run_kernel(k.run_window_parallel, n_steps, buffers)
+            finally:
+                numba.set_parallel_chunksize(old[1])
+                numba.set_num_threads(old[0])
         else:
-            kernel = k.run_window_serial
+            self._run_kernel(k.run_window_serial, n_steps, buffers)
+        self.step_index += n_steps
+        self._win_steps += n_steps
+
+    def _run_kernel(self, kernel, n_steps: int, buffers) -> None:
+        """Call the kernel until the window's steps are done (it returns early only to let the recorder drain)."""
+        k, io, recorder = self._k, self._io, self.recorder
+        ev_ptr, ev_src, ev_step, ev_id, samples, sample_steps = buffers
         s = 0
         while s < n_steps:
             io[k.IO["steps_done"]] = s
             io[k.IO["n_events"]] = 0
             io[k.IO["n_samples"]] = 0
-            kernel(s, n_steps, opt, self._sc, self._st, self._r, self._pc, self._nref, self._alive, self._acc,
+            kernel(s, n_steps, self._opt, self._sc, self._st, self._r, self._pc, self._nref, self._alive, self._acc,
                    self._counts, self._wptr, self._wind, self._wdat, ev_ptr, ev_src, self._raw, self._rptr,
                    self._rind, self._rdat, self._rexc, self._rsum, self._touched, self._prev, io, ev_step, ev_id,
                    samples, sample_steps, k.VECTOR_MATH.addresses)
@@ -428,8 +446,6 @@ class Engine:
             if done <= s:
                 raise RuntimeError("engine: the kernel made no progress (recorder buffers too small)")
             s = done
-        self.step_index += n_steps
-        self._win_steps += n_steps
 
     def _deliver(self, recorder, ev_step, ev_id, samples, sample_steps) -> None:
         """Hand the recorder what the kernel collected, in the order the step loop made the calls: per step, its

@@ -278,3 +278,14 @@ def test_a_malformed_chip_is_refused_before_it_runs():
     params = dict(chip.params, C=chip.params["C"][:5])
     with pytest.raises(ValueError, match="parameter C has shape"):
         Engine(dataclasses.replace(chip, params=params))
+
+
+def test_numba_thread_settings_are_restored():
+    """The engine sets numba's thread count and chunk size for its own call only (they are per-thread settings
+    that other numba code in the process shares)."""
+    import numba
+
+    before = numba.get_num_threads(), numba.get_parallel_chunksize()
+    profile = load_profile("bss2").with_changes({"geometry.cores": 2, "geometry.neurons_per_core": 512})
+    NumpyDevice(profile, 1, threads=2).run_true(3.0)
+    assert (numba.get_num_threads(), numba.get_parallel_chunksize()) == before
