@@ -114,6 +114,19 @@ def _numpy_umath_library():
     return ctypes.CDLL(umath.__file__)
 
 
+def _c_math_library():
+    """The C library's math functions (what numpy calls where it has no SIMD routine of its own)."""
+    names = [ctypes.util.find_library("m"), "libm.so.6", "ucrtbase", "msvcrt"]
+    for name in names:
+        if not name:
+            continue
+        try:
+            return ctypes.CDLL(name)
+        except OSError:
+            continue
+    raise OSError("hw_models.kernels: cannot find the C math library (exp, pow)")
+
+
 @dataclass(frozen=True)
 class _Choice:
     name: str  # e.g. "numpy SVML __svml_exp8_ha" or "C library exp"
@@ -143,12 +156,14 @@ class _VectorMath:
                                       ctypes.c_int64)(addr["map1p"]),
         }
         self._addr = addr
-        libm = ctypes.CDLL(ctypes.util.find_library("m") or "libm.so.6")
+        libm = _c_math_library()
         try:
             umath = _numpy_umath_library()
         except OSError:
             umath = None
-        simd_ok = "avx512f" in {f[1:] for f in llvm.get_host_cpu_features().flatten().split(",") if f[:1] == "+"}
+        features = {f[1:] for f in llvm.get_host_cpu_features().flatten().split(",") if f[:1] == "+"}
+        # numpy calls its SVML routines on AVX512_SKX CPUs only (F, CD, BW, DQ, VL); elsewhere they may not even run
+        simd_ok = {"avx512f", "avx512cd", "avx512bw", "avx512dq", "avx512vl"} <= features
 
         def symbol(lib, name):
             if lib is None:
@@ -207,6 +222,9 @@ class _VectorMath:
         self.lanes_pow = 8 if p_thunk == "map8p" else 1
         # what the kernels receive: thunk and routine addresses for exp, then for pow
         self.addresses = np.array([addr[e_thunk], e_fn, addr[p_thunk], p_fn], dtype=np.int64)
+        # the C library's routines, the fallback where nothing matches numpy (tests run the engine on them too)
+        self.c_library_addresses = np.array([addr["map1"], symbol(libm, "exp"), addr["map1p"], symbol(libm, "pow")],
+                                            dtype=np.int64)
 
     def apply(self, thunk: str, fn: int, buf: np.ndarray, y=None) -> None:
         """Run a thunk in place on ``buf`` (float64, contiguous); pads to 8 lanes with copies of the last value."""

@@ -289,3 +289,36 @@ def test_numba_thread_settings_are_restored():
     profile = load_profile("bss2").with_changes({"geometry.cores": 2, "geometry.neurons_per_core": 512})
     NumpyDevice(profile, 1, threads=2).run_true(3.0)
     assert (numba.get_num_threads(), numba.get_parallel_chunksize()) == before
+
+
+def test_the_c_library_fallback_runs_the_same_model(monkeypatch):
+    """Where numpy's exp/pow cannot be reproduced the kernel calls the C library's (scalar thunks). Those give
+    glibc's bits exactly, and a chip run on them keeps every other guarantee and the same statistics."""
+    import math
+
+    vm = kernels.VECTOR_MATH
+    c = vm.c_library_addresses
+    x = -np.linspace(0.0, 0.1, 1003)
+    y = x.copy()
+    vm.apply("map1", int(c[1]), y)
+    assert y.tolist() == [math.exp(v) for v in x]
+    b = np.exp(np.linspace(0.0, 14.0, 1001))
+    z = b.copy()
+    vm.apply("map1p", int(c[3]), z, 0.41343963553530753)
+    assert z.tolist() == [math.pow(v, 0.41343963553530753) for v in b]
+
+    runs = {}
+    for name in ("devboard", "dynapse2"):
+        for which in ("numpy", "libm", "libm-cut"):
+            if which != "numpy":
+                monkeypatch.setattr(vm, "addresses", c)
+            dev = NumpyDevice(name, 2)
+            if which == "libm-cut":
+                counts = sum(dev.run_true(ms).spike_counts for ms in (100.0, 0.1, 399.9))
+            else:
+                counts = dev.run_true(500.0).spike_counts
+            runs[name, which] = (counts, _state(dev))
+            monkeypatch.undo()
+        a, b_, cut = runs[name, "numpy"], runs[name, "libm"], runs[name, "libm-cut"]
+        assert np.array_equal(b_[0], cut[0]) and all(np.array_equal(p, q) for p, q in zip(b_[1], cut[1]))
+        assert abs(int(b_[0].sum()) - int(a[0].sum())) <= 0.05 * a[0].sum() + 5, name  # same model, same rates
