@@ -50,6 +50,10 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Optional[Sequence[str]] = None) -> int:
     """Run ``eical ARGV``; returns the exit code (argparse's usage errors exit 2 through SystemExit)."""
     args = build_parser().parse_args(argv)
+    if getattr(args, "threads", None) is not None:  # --threads: every engine the command creates uses it
+        from hw_models.engine import set_default_threads
+
+        set_default_threads(args.threads)
     try:
         return int(args.func(args) or 0)
     except KeyboardInterrupt:
