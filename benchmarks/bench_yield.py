@@ -4,7 +4,7 @@ For each shipped profile: calibrate a chip with the dual loop (seed 1, 90 s), th
 ``REPEATS`` times on independent input streams (1, 2, ...), each ``T`` seconds. Printed per judged figure:
 
 - ``sd over replays``: the spread of the figure across the repeated replays (the replay's real uncertainty);
-- ``predicted se``: the mean of the standard errors ``calibrate.yield_study.replay`` derives from one replay;
+- ``predicted se``: the mean of the standard errors ``calibrate.replay`` derives from one replay;
 - ``T for se = limit/10``: the replay length at which that se would be a tenth of the default spec's limit.
 
 ``python -m benchmarks yield`` runs all profiles; ``EICAL_BENCH_YIELD=devboard,bss2`` picks some, and
@@ -34,7 +34,7 @@ def _calibrated_codes(profile: str, seed: int):
 def main() -> None:
     from calibrate.controllers import Targets
     from calibrate.criteria import judge
-    from calibrate.yield_study.replay import judging_replay, required_replay_s
+    from calibrate.replay import judging_replay, required_replay_s
     from hw_models.profile import load_profile
 
     pick = [p for p in os.environ.get("EICAL_BENCH_YIELD", "").split(",") if p]

@@ -23,7 +23,7 @@ import numpy as np
 
 from hw_models.profile import Profile
 
-from .replay import JudgedReplay, judging_replay
+from ..replay import JudgedReplay, judging_replay
 from .spec import DEFAULT_SPEC, Spec, judge_chip
 
 __all__ = ["ChipTask", "run_chip", "FIGURES", "SE_FIGURES", "chip_key"]

@@ -34,7 +34,7 @@ from typing import Callable, Optional, Sequence
 from hw_models.profile import Profile
 
 from .chip import ChipTask, chip_key, run_chip
-from .replay import default_replay_s
+from ..replay import default_replay_s
 from .spec import DEFAULT_SPEC, Spec
 from .store import compact, existing_keys, read_results, record_schema, write_batch
 from .sweep import Sweep, apply_point, grid, point_key

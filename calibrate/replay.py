@@ -1,4 +1,4 @@
-"""The judging replay of a yield study: the true figures ``eical calibrate --evaluate`` reports, and the uncertainty
+"""The judging replay: the true figures ``eical calibrate --evaluate`` and a yield study report, and the uncertainty
 each figure owes to the replay's own finite length.
 
 A chip is judged by ``calibrate.metrics.true_figures``: a replay of the emulated chip at its final codes, on an
