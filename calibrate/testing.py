@@ -47,8 +47,7 @@ def assert_calibrated(result, *, rate_cv: float = 0.05, balance: float = 0.05, b
     Every neuron must be accounted for: calibrated + unreachable + dead = N, the chip's neuron count. ``result`` is a
     ``CalibrationResult`` or a session's ``CalibrationOutcome``.
     """
-    import numpy as np
-
+    from .criteria import judge
     from .metrics import true_figures
 
     result = getattr(result, "result", result)  # a CalibrationOutcome carries its CalibrationResult
@@ -63,40 +62,16 @@ def assert_calibrated(result, *, rate_cv: float = 0.05, balance: float = 0.05, b
     problems = []
     if st.calibrated + st.unreachable + st.dead != ident.n_neurons:
         problems.append(f"neuron accounting: {st.to_dict()} on a chip of {ident.n_neurons} neurons")
-    err = abs(fig.rate_mean_hz / result.targets.rate_hz - 1)
     shared = result.codes["gain_e"].shape[0] < ident.n_neurons
-    if shared:
-        gre = rate_err if group_rate_err is None else group_rate_err
-        gb = balance if group_balance is None else group_balance
-        if fig.group_rate_err_max is None or fig.group_rate_err_max > gre:
-            problems.append(f"group rate error {fig.group_rate_err_max:.4f} > {gre}")
-        if fig.group_balance_max is None or fig.group_balance_max > gb:
-            problems.append(f"group balance index {fig.group_balance_max:.4f} > {gb}")
-    else:
-        if not np.isfinite(fig.rate_cv_deconvolved) or fig.rate_cv_deconvolved > rate_cv:
-            problems.append(f"rate CV {fig.rate_cv_deconvolved:.4f} > {rate_cv}")
-        bq = _balance_quantile(fig, balance_quantile)
-        if bq > balance:
-            problems.append(f"balance index q{balance_quantile:g} {bq:.4f} > {balance}")
-        if fig.rate_mean_exc_hz is not None and result.targets.rate_inh_hz is not None:
-            for pop, got, want in (("excitatory", fig.rate_mean_exc_hz, result.targets.rate_hz),
-                                   ("inhibitory", fig.rate_mean_inh_hz, result.targets.rate_inh_hz)):
-                if abs(got / want - 1) > rate_err:
-                    problems.append(f"{pop} population rate {got:.3f} Hz is {abs(got / want - 1):.1%} off {want} Hz")
-        elif err > rate_err:
-            problems.append(f"mean rate {fig.rate_mean_hz:.3f} Hz is {err:.1%} off target")
+    # one judge for the plugin and for yield studies (calibrate.criteria)
+    for c in judge(fig, shared=shared, target_rate_hz=result.targets.rate_hz,
+                   target_inh_hz=result.targets.rate_inh_hz, rate_cv=rate_cv, balance=balance, rate_err=rate_err,
+                   balance_quantile=balance_quantile, group_rate_err=group_rate_err, group_balance=group_balance):
+        if not c.met:
+            problems.append(c.message)
     if problems:
         raise AssertionError("calibration not good enough: " + "; ".join(problems) + f"\nfigures: {dict(check)}")
     return check
-
-
-def _balance_quantile(fig, q: float) -> float:
-    # TrueFigures carries p95 and the median; other quantiles need the replay again, so only those two are offered
-    if abs(q - 0.95) < 1e-9:
-        return fig.balance_p95
-    if abs(q - 0.5) < 1e-9:
-        return fig.balance_median
-    raise ValueError("balance_quantile must be 0.95 or 0.5")
 
 
 @pytest.fixture

@@ -118,19 +118,30 @@ def _gaussian_offset(rng_chip, rng_core, rng_neuron, sd: dict, n: int, core_of: 
     return sd["chip"] * zc + sd["core"] * zk[core_of], sd["neuron"], zn
 
 
+_UNIFORMS_PER_CHUNK = 1 << 22  # 32 MiB of uniforms at a time: a million-neuron chip draws in bounded memory
+
+
 def _fixed_indegree(rng, n_post: int, n_pre: int, k: int, exclude_self_offset: Optional[int] = None) -> np.ndarray:
-    """[n_post, k] distinct presynaptic indices per row, drawn without replacement (argpartition of uniforms)."""
+    """[n_post, k] distinct presynaptic indices per row, drawn without replacement (argpartition of uniforms).
+
+    The [n_post, n_pre] uniforms are drawn a block of rows at a time; the generator yields the same numbers in the
+    same order however the rows are cut, so the chip does not depend on the block size."""
     if k == 0:
         return np.zeros((n_post, 0), dtype=np.int64)
-    u = rng.random((n_post, n_pre))
-    if exclude_self_offset is not None:
-        # no autapses: neuron i (global index) is presynaptic index i - offset in this pool
-        rows = np.arange(n_post)
-        cols = rows + exclude_self_offset
-        ok = (cols >= 0) & (cols < n_pre)
-        u[rows[ok], cols[ok]] = 2.0
-    idx = np.argpartition(u, k - 1, axis=1)[:, :k]
-    idx.sort(axis=1)
+    idx = np.empty((n_post, k), dtype=np.int64)
+    rows_per = max(1, _UNIFORMS_PER_CHUNK // max(n_pre, 1))
+    for a in range(0, n_post, rows_per):
+        b = min(n_post, a + rows_per)
+        u = rng.random((b - a, n_pre))
+        if exclude_self_offset is not None:
+            # no autapses: neuron i (global index) is presynaptic index i - offset in this pool
+            rows = np.arange(a, b)
+            cols = rows + exclude_self_offset
+            ok = (cols >= 0) & (cols < n_pre)
+            u[rows[ok] - a, cols[ok]] = 2.0
+        part = np.argpartition(u, k - 1, axis=1)[:, :k]
+        part.sort(axis=1)
+        idx[a:b] = part
     return idx
 
 

@@ -103,12 +103,17 @@ class NumpyDevice:
     recorder: optional ``hw_models.recording.Recorder`` fed with spikes and samples.
     record_isyn: also compute the true net synaptic current (diagnostic; slower).
     input_stream: independent realisation of the inputs and read noise (see ``Engine``); 0 by default.
+    threads: threads for the engine (default ``hw_models.engine.default_threads()``, i.e. 1 unless the process set
+        another); results are the same for any count.
+    reference: run today's numpy step loop (``hw_models.reference.ReferenceEngine``) instead of the compiled engine:
+        the same results, 10 to 100 times slower; for benchmarks and bit-identity checks.
     """
 
     backend = "numpy"
 
     def __init__(self, profile, seed: int, *, temperature_k: Optional[float] = None, recorder=None,
-                 record_isyn: bool = False, chip: Optional[Chip] = None, input_stream: int = 0):
+                 record_isyn: bool = False, chip: Optional[Chip] = None, input_stream: int = 0,
+                 threads: Optional[int] = None, reference: bool = False):
         self.profile = load_profile(profile)
         self.chip = chip if chip is not None else draw_chip(self.profile, seed)
         self.knobs: dict[str, KnobSpec] = dict(self.chip.knobs)
@@ -117,8 +122,14 @@ class NumpyDevice:
             n_neurons=self.chip.n, n_cores=self.profile.n_cores, model=self.profile.model, dt_ms=self.profile.dt_ms,
             speedup=self.profile.speedup, seed=self.chip.seed, backend=self.backend,
             proxy_channels=self.profile["observe"]["proxy_channels"])
-        self.engine = Engine(self.chip, temperature_k=temperature_k, recorder=recorder, record_isyn=record_isyn,
-                             input_stream=input_stream)
+        if reference:
+            from .reference import ReferenceEngine
+
+            self.engine = ReferenceEngine(self.chip, temperature_k=temperature_k, recorder=recorder,
+                                          record_isyn=record_isyn, input_stream=input_stream)
+        else:
+            self.engine = Engine(self.chip, temperature_k=temperature_k, recorder=recorder, record_isyn=record_isyn,
+                                 input_stream=input_stream, threads=threads)
         self._monitor = Monitor(self.profile, self.chip.core_of)
         self._counter_max = (1 << self.profile["observe"]["counter_bits"]) - 1
         self.codes = nominal_codes(self.knobs)

@@ -1,10 +1,11 @@
-r"""Neuron models as vectorised step functions (MODEL.md sections 1 and 2).
+r"""Neuron models (MODEL.md sections 1 and 2): their per-neuron constants, and the equations the engine integrates.
 
-Every backend (the numpy emulator, the Lava process model) advances a chip by calling these very functions, so
-their arithmetic is identical to the bit. Each function takes the per-neuron constants (``*Consts``, precomputed
-once per gain or temperature change) and the state (``*State``), and updates the state in place: in-place numpy
-arithmetic is what makes a 4096-neuron step cost tens of microseconds instead of hundreds. The update is still a
-pure function of (state, constants, input) in the sense that matters: nothing else is read or written.
+The arithmetic of one step lives in one place, the compiled step of ``hw_models.kernels`` (``_block_steps``): the
+numpy emulator, the Lava process model and the board emulator's chip all run it, so their results are identical to
+the bit. This module holds what those steps read: the per-neuron constants (``*Consts``,
+precomputed once per gain or temperature change, with numpy, by every engine alike) and the state containers the
+reference engine (``hw_models.reference``, today's numpy step loop kept for benchmarks and bit-identity tests)
+updates in place.
 
 ``cond_lif`` (one step n, in this order, MODEL.md 1):
 
@@ -38,7 +39,7 @@ from typing import Optional
 
 import numpy as np
 
-__all__ = ["CondLifConsts", "CondLifState", "cond_lif_step", "DpiConsts", "DpiState", "dpi_step"]
+__all__ = ["CondLifConsts", "CondLifState", "DpiConsts", "DpiState", "dpi_jumps"]
 
 
 @dataclass
@@ -80,58 +81,6 @@ class CondLifState:
         self._g = np.empty(n)
         self._t = np.empty(n)
         self._u = np.empty(n)
-
-
-def cond_lif_step(s: CondLifState, c: CondLifConsts, xe: np.ndarray, xi: np.ndarray,
-                  isyn_acc: Optional[np.ndarray] = None) -> np.ndarray:
-    """Advance one step; return the indices of the neurons that spiked. ``xe``/``xi``: conductance jumps (nS).
-
-    ``isyn_acc``, when given, accumulates the true net synaptic current ``ge*(EE-V) + gi*(EI-V)`` (pA) sampled
-    after the membrane update and before the spike reset (MODEL.md step 4); it is a diagnostic and costs a few
-    vector operations, so the calibration loop leaves it off."""
-    ge, gi, V, g, t, u = s.ge, s.gi, s.V, s._g, s._t, s._u
-    # 1-2. decay, then this step's input
-    ge *= c.de
-    ge += xe
-    gi *= c.di
-    gi += xi
-    # 3. exponential Euler towards V_inf with the conductances held over the step
-    np.add(c.gL, ge, out=g)
-    g += gi
-    np.multiply(gi, c.EI, out=u)
-    u += c.gLEL
-    if c.EE != 0.0:
-        np.multiply(ge, c.EE, out=t)
-        u += t
-    u /= g  # u = V_inf
-    np.multiply(g, c.neg_dt_over_C, out=t)
-    np.exp(t, out=t)
-    V -= u
-    V *= t
-    V += u
-    r = s.r
-    held = r > 0
-    if held.any():
-        np.putmask(V, held, c.Vreset)
-        r -= held
-    if isyn_acc is not None:
-        # 4. ge*(EE - V) + gi*(EI - V) = ge*EE + gi*EI - (ge + gi)*V
-        np.subtract(g, c.gL, out=t)
-        t *= V
-        isyn_acc -= t
-        np.multiply(ge, c.EE, out=t)
-        isyn_acc += t
-        np.multiply(gi, c.EI, out=t)
-        isyn_acc += t
-    # 5. spike
-    spk = V >= c.Vth
-    if c.alive is not None:
-        spk &= c.alive
-    idx = np.flatnonzero(spk)
-    if idx.size:
-        V[idx] = c.Vreset[idx]
-        r[idx] = c.nref[idx]
-    return idx
 
 
 @dataclass
@@ -192,56 +141,3 @@ class DpiState:
         self._a = np.empty(n)
         self._b = np.empty(n)
         self._c = np.empty(n)
-
-
-def dpi_step(s: DpiState, c: DpiConsts, xe: np.ndarray, xi: np.ndarray) -> np.ndarray:
-    """Advance one step (forward Euler on Imem); return the indices of the neurons that spiked."""
-    Ia, Ig, Im, a, b, q = s.Iampa, s.Igaba, s.Imem, s._a, s._b, s._c
-    I0 = c.I0
-    Ia *= c.da
-    Ia += xe
-    np.maximum(Ia, I0, out=Ia)
-    Ig *= c.dg
-    Ig += xi
-    np.maximum(Ig, I0, out=Ig)
-    # I_in = max(Iampa - Igaba - Ileak + Idc, I0), 0 while refractory
-    np.subtract(Ia, Ig, out=a)
-    a -= c.Ileak
-    if c.Idc:
-        a += c.Idc
-    np.maximum(a, I0, out=a)
-    r = s.r
-    held = r > 0
-    any_held = held.any()
-    if any_held:
-        a[held] = 0.0
-    # steady-state term: (Igain/Itau)*(Iin - Ileak)
-    a -= c.Ileak
-    a *= c.gain_over_tau
-    # positive feedback: Ifb/Ileak*(Imem + Igain), Ifb = I0*(Imem/I0)**fb_exp
-    np.divide(Im, I0, out=b)
-    np.power(b, c.fb_exp, out=b)
-    b *= I0
-    b /= c.Ileak
-    np.add(Im, c.Igain, out=q)  # q = Imem + Igain
-    b *= q
-    a += b
-    a -= Im  # - Imem*(1 + Iahp/Itau), Iahp = 0
-    # dImem = dt * Imem/(tau*(Imem+Igain)) * a
-    a *= Im
-    a /= q
-    a *= c.dt_over_tau_mem
-    Im += a
-    np.maximum(Im, I0, out=Im)
-    if c.Imax is not None:  # a dead neuron's membrane saturates at the threshold instead of diverging
-        np.minimum(Im, c.Imax, out=Im)
-    if any_held:
-        r -= held
-    spk = Im > c.Ispkthr
-    if c.alive is not None:
-        spk &= c.alive
-    idx = np.flatnonzero(spk)
-    if idx.size:
-        Im[idx] = I0
-        r[idx] = c.nref[idx]
-    return idx

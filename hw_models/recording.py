@@ -551,6 +551,20 @@ class Recorder:
         if step > self._last_step:
             self._last_step = step
 
+    def on_spike_block(self, steps: np.ndarray, neurons: np.ndarray) -> None:
+        """Record many spikes at once: spike ``i`` is neuron ``neurons[i]`` in step ``steps[i]`` (steps
+        non-decreasing, neurons ascending within a step). The same as ``on_spikes`` once per step, in one write;
+        the compiled engine hands over a window's spikes this way."""
+        if len(steps) == 0:
+            return
+        steps = np.asarray(steps, dtype=np.int64)
+        if self._first_step is None:
+            self._first_step = int(steps[0])
+        self._spikes.append_rows(steps * self.n_neurons + np.asarray(neurons, dtype=np.int64))
+        last = int(steps[-1])
+        if last > self._last_step:
+            self._last_step = last
+
     def on_sample(
         self,
         step: int,

@@ -255,3 +255,17 @@ def test_recurrent_weights_scale_as_j_over_sqrt_k():
     assert np.all((rec[:, exc] > 0).sum(axis=1) == 8) and np.all((rec[:, ~exc] > 0).sum(axis=1) == 4)
     st = NumpyDevice(prof, 1).run_true(200.0)  # the recurrent path runs
     assert st.spike_counts.sum() > 0
+
+
+def test_connectivity_draw_does_not_depend_on_its_memory_block(monkeypatch):
+    """_fixed_indegree draws the uniforms a block of rows at a time (a million-neuron chip fits in memory); the
+    chip is the same for any block size."""
+    import hw_models.chip as chip_mod
+
+    a = chip_mod.draw_chip("balanced-net", 4)
+    monkeypatch.setattr(chip_mod, "_UNIFORMS_PER_CHUNK", 12345)
+    b = chip_mod.draw_chip("balanced-net", 4)
+    for m in ("in_e", "in_i", "rec"):
+        x, y = getattr(a, m), getattr(b, m)
+        assert np.array_equal(x.indptr, y.indptr) and np.array_equal(x.indices, y.indices)
+        assert np.array_equal(x.data, y.data)

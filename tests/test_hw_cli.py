@@ -216,3 +216,27 @@ def test_profile_that_cannot_be_drawn_exit_2(eical, tmp_path):
             code, _, err = eical("simulate", "--profile", f, "--seed", seed, "--duration", "0.01")
             assert code == 2 and len(err.strip().splitlines()) == 1 and "potential offsets too wide" in err
     assert 2 in codes and 0 in codes
+
+
+def test_threads_flag_changes_nothing_but_the_threads(eical, monkeypatch, tmp_path):
+    """``--threads N`` on simulate (and calibrate, diagnose) sets the engines' thread count; the output is the same
+    JSON; a bad count is one line and exit 2."""
+    import yaml
+
+    from hw_models import engine
+    from hw_models.profile import load_profile
+
+    monkeypatch.setattr(engine, "_default_threads", 1)  # the flag sets a process-wide default: restore it after
+    data = load_profile("bss2").with_changes({"geometry.cores": 3, "geometry.neurons_per_core": 1024}).data
+    path = tmp_path / "bss2x3.yaml"
+    path.write_text(yaml.safe_dump(dict(data, name="bss2x3")))
+    outs = []
+    for extra in ((), ("--threads", "2")):
+        code, out, err = eical("simulate", "--profile", path, "--seed", "2", "--duration", "0.05", "--json", *extra)
+        assert code == 0, err
+        outs.append(json.loads(out))
+    assert engine.default_threads() == 2
+    assert outs[0] == outs[1]
+    for command in ("simulate", "calibrate", "diagnose"):
+        code, out, err = eical(command, "--profile", "devboard", "--seed", "1", "--threads", "0")
+        assert code == 2 and "--threads: expected a positive integer, got '0'" in err, (command, err)

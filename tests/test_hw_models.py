@@ -1,4 +1,7 @@
-"""The step functions against MODEL.md sections 1 and 2, written out independently here."""
+"""The step functions against MODEL.md sections 1 and 2, written out independently here.
+
+Each check runs on both implementations: the compiled step every backend runs (``hw_models.kernels``) and the numpy
+step of the reference engine (``hw_models.reference``), which the compiled one equals to the bit."""
 from __future__ import annotations
 
 import numpy as np
@@ -6,10 +9,22 @@ import pytest
 
 from hw_models.chip import draw_chip
 from hw_models.emulator import NumpyDevice
-from hw_models.models import CondLifConsts, CondLifState, DpiConsts, DpiState, cond_lif_step, dpi_jumps, dpi_step
+from hw_models.kernels import step_arrays
+from hw_models.models import CondLifConsts, CondLifState, DpiConsts, DpiState, dpi_jumps
 from hw_models.profile import load_profile
+from hw_models.reference import cond_lif_step as numpy_cond_lif_step
+from hw_models.reference import dpi_step as numpy_dpi_step
 
 DT = 0.1
+STEPS = pytest.mark.parametrize("step", [step_arrays, "numpy"], ids=["compiled", "numpy"])
+
+
+def _cond(step):
+    return numpy_cond_lif_step if step == "numpy" else step
+
+
+def _dpi(step):
+    return numpy_dpi_step if step == "numpy" else step
 
 
 def _cond_params(n, rng):
@@ -40,7 +55,9 @@ def _reference_cond_lif(V, ge, gi, r, p, xe, xi, EE, EI):
     return V, ge, gi, r, np.array(spikes, dtype=int), isyn
 
 
-def test_cond_lif_step_matches_model_md():
+@STEPS
+def test_cond_lif_step_matches_model_md(step):
+    cond_lif_step = _cond(step)
     rng = np.random.default_rng(0)
     n = 200
     p = _cond_params(n, rng)
@@ -62,8 +79,10 @@ def test_cond_lif_step_matches_model_md():
         np.testing.assert_allclose(acc, ref[5], rtol=1e-9, atol=1e-9)
 
 
-def test_refractory_timing():
+@STEPS
+def test_refractory_timing(step):
     """A neuron sits at Vreset in its spike step and is held for round(tref/dt) more steps (MODEL.md 1.5)."""
+    cond_lif_step = _cond(step)
     p = {k: np.array([v]) for k, v in dict(C=200.0, gL=10.0, EL=-65.0, Vth=-50.0, Vreset=-60.0, tref=2.0, tau_e=5.0,
                                              tau_i=10.0).items()}
     c = CondLifConsts.from_params(p, DT, 0.0, -80.0, np.zeros(1, bool))
@@ -78,7 +97,9 @@ def test_refractory_timing():
     assert cond_lif_step(s, c, big, np.zeros(1)).tolist() == [0]  # integrates again: fires at once under this drive
 
 
-def test_dead_cond_lif_neurons_integrate_but_never_spike():
+@STEPS
+def test_dead_cond_lif_neurons_integrate_but_never_spike(step):
+    cond_lif_step = _cond(step)
     p = {k: np.full(2, v) for k, v in dict(C=200.0, gL=10.0, EL=-65.0, Vth=-50.0, Vreset=-60.0, tref=2.0, tau_e=5.0,
                                              tau_i=10.0).items()}
     c = CondLifConsts.from_params(p, DT, 0.0, -80.0, np.array([False, True]))
@@ -117,7 +138,9 @@ def _reference_dpi(s, p, xe, xi, I0, kappa, UT, Idc=0.0):
     return Ia, Ig, Im, r, np.array(spikes, dtype=int)
 
 
-def test_dpi_step_matches_model_md():
+@STEPS
+def test_dpi_step_matches_model_md(step):
+    dpi_step = _dpi(step)
     chip = draw_chip("dynapse2", 2)
     n = 64
     p = {k: v[:n] for k, v in chip.params.items()}

@@ -278,12 +278,17 @@ def test_thirty_cycles_leak_nothing(lava_warm):
     assert per_cycle < 2.0
 
 
-def test_model_exception_surfaces_with_its_own_message(cond_profile, lava_warm):
-    """An exception inside the Lava process model reaches the caller as itself, fast, and stops the workers."""
-    chip = draw_chip(cond_profile, 1)
-    broken = dataclasses.replace(chip, in_e=chip.in_e[:-1])  # one input row short: the model's step must fail
+def test_model_exception_surfaces_with_its_own_message(cond_profile, lava_warm, monkeypatch):
+    """An exception inside the Lava process model reaches the caller as itself, fast, and stops the workers.
+    (Workers are forked, so a patch made here reaches the model's engine; the host's engine is never stepped.)"""
+    from hw_models.lava import stepping
+
+    def broken_advance(self, n_steps):
+        return self.state.V + np.zeros(self.n + 1)  # numpy refuses: the model's step fails with a ValueError
+
     before = _leak_snapshot()
-    dev = LavaDevice(cond_profile, 1, chip=broken)
+    monkeypatch.setattr(stepping.SteppedEngine, "advance", broken_advance)
+    dev = LavaDevice(cond_profile, 1)
     t0 = time.perf_counter()
     with pytest.raises(LavaModelError) as info:
         dev.measure(10.0)
@@ -291,7 +296,7 @@ def test_model_exception_surfaces_with_its_own_message(cond_profile, lava_warm):
     err = info.value
     assert "ValueError" in str(err) and "operands could not be broadcast" in str(err)
     assert "Exception(s) occurred" not in str(err)
-    assert "engine.py" in err.remote_traceback and "run_spk" in err.remote_traceback
+    assert "broken_advance" in err.remote_traceback and "run_spk" in err.remote_traceback
     assert isinstance(err.__cause__, ValueError)
     assert isinstance(err, DeviceError)
     with pytest.raises(DeviceError, match="failed earlier"):

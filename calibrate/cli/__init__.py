@@ -6,7 +6,8 @@ One module per command family, each with ``add_subcommands(subparsers)``:
 - :mod:`.chip`: ``simulate``, ``chip export``, ``profiles list|show|validate``;
 - :mod:`.calibration`: ``calibrate``, ``track``, ``report``;
 - :mod:`.diagnose`: ``diagnose``;
-- :mod:`.board`: ``flash``, ``info``, ``devices``, ``board-emulator``.
+- :mod:`.study`: ``yield`` (a yield study over many chips, on Dask);
+- :mod:`.board`: ``flash``, ``info``, ``devices``, ``board-emulator``, ``nvm``.
 
 :mod:`.exits` holds the one exit-code table (README "Exit codes") and the mapping of library errors onto it,
 :mod:`.argtypes` the argparse value types, :mod:`.output` what the commands print with. Every handler returns an
@@ -22,7 +23,7 @@ from .exits import CliError, ExitCode, error_line, exit_code_for
 
 __all__ = ["main", "build_parser", "CliError", "ExitCode"]
 
-FAMILIES = ("chip", "calibration", "diagnose", "board")
+FAMILIES = ("chip", "calibration", "diagnose", "study", "board")
 
 
 class _Parser(argparse.ArgumentParser):
@@ -49,6 +50,10 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Optional[Sequence[str]] = None) -> int:
     """Run ``eical ARGV``; returns the exit code (argparse's usage errors exit 2 through SystemExit)."""
     args = build_parser().parse_args(argv)
+    if getattr(args, "threads", None) is not None:  # --threads: every engine the command creates uses it
+        from hw_models.engine import set_default_threads
+
+        set_default_threads(args.threads)
     try:
         return int(args.func(args) or 0)
     except KeyboardInterrupt:

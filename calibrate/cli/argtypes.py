@@ -5,7 +5,7 @@ import argparse
 import math
 from typing import Callable
 
-__all__ = ["nonneg_int", "positive_float", "seconds", "temperature_ramp"]
+__all__ = ["nonneg_int", "positive_int", "positive_float", "seconds", "temperature_ramp", "add_threads_argument"]
 
 
 def nonneg_int(text: str) -> int:
@@ -16,6 +16,17 @@ def nonneg_int(text: str) -> int:
         raise argparse.ArgumentTypeError(f"expected a non-negative integer, got {text!r}") from None
     if v < 0:
         raise argparse.ArgumentTypeError(f"expected a non-negative integer, got {text!r}")
+    return v
+
+
+def positive_int(text: str) -> int:
+    """A positive integer (chip counts, workers)."""
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if v < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
     return v
 
 
@@ -58,3 +69,10 @@ def temperature_ramp(text: str) -> tuple[float, float, float]:
         raise argparse.ArgumentTypeError(f"expected T0:T1:SECONDS with temperatures in [150, 450] K and SECONDS > 0, "
                                          f"got {text!r}")
     return t0, t1, sec
+
+
+def add_threads_argument(parser: argparse.ArgumentParser) -> None:
+    """``--threads N`` for commands that run emulated chips. ``calibrate.cli.main`` applies it to every engine the
+    command creates (``hw_models.engine.set_default_threads``); results are the same for any N."""
+    parser.add_argument("--threads", type=positive_int, default=None, metavar="N",
+                        help="threads for the emulator's neuron update (default 1); results do not depend on it")

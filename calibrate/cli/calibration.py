@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy as np
 
-from .argtypes import nonneg_int, positive_float, temperature_ramp
+from .argtypes import add_threads_argument, nonneg_int, positive_float, temperature_ramp
 from .exits import CliError, ExitCode
 from .output import ProgressPrinter, fmt, print_json
 
@@ -159,6 +159,7 @@ def add_subcommands(sub: Any) -> None:
                                    "history.npz and report.html to --out.")
     p.add_argument("--profile", help="device profile name or YAML path (emulated backends)")
     p.add_argument("--seed", type=nonneg_int, help="mismatch seed of the emulated chip")
+    add_threads_argument(p)
     p.add_argument("--backend", default="numpy", help="numpy (default), lava, or serial:PORT")
     p.add_argument("--controller", default="dual-loop", choices=sorted(CONTROLLERS))
     p.add_argument("--target-rate", type=positive_float, help="target rate in Hz (default: the profile's)")

@@ -11,7 +11,7 @@ from typing import Any, Optional
 
 import numpy as np
 
-from .argtypes import nonneg_int, positive_float
+from .argtypes import add_threads_argument, nonneg_int, positive_float
 from .exits import CliError, ExitCode
 from .output import note
 
@@ -185,6 +185,7 @@ def add_subcommands(subparsers: Any) -> None:
                     "current, and summary figures (rate CV across live neurons, balance index median and p95).")
     p.add_argument("--profile", required=True, help="profile name (see 'eical profiles list') or YAML path")
     p.add_argument("--seed", type=nonneg_int, default=0, help="mismatch seed (default 0)")
+    add_threads_argument(p)
     p.add_argument("--duration", type=positive_float, default=10.0, metavar="SEC",
                    help="model time to simulate in seconds (default 10)")
     p.add_argument("--table", default=None, help="gain table (table.json) to apply; refused if made for another chip")

@@ -11,7 +11,7 @@ import argparse
 from pathlib import Path
 from typing import Any, Optional
 
-from .argtypes import nonneg_int, seconds
+from .argtypes import add_threads_argument, nonneg_int, seconds
 from .exits import CliError, ExitCode
 from .output import fmt, print_json
 
@@ -101,6 +101,7 @@ def add_subcommands(sub: Any) -> None:
                     "spectrum, synchrony) with their flags. Writes diagnostics.json and diagnose.html to --out.")
     p.add_argument("--profile", required=True, help="device profile name or YAML path")
     p.add_argument("--seed", type=nonneg_int, required=True, help="mismatch seed of the emulated chip")
+    add_threads_argument(p)
     p.add_argument("--table", help="gain table (table.json) to apply; refused (exit 3) if made for another chip")
     p.add_argument("--duration", type=seconds(MIN_DURATION_S, 3600.0), default=DEFAULT_DURATION_S, metavar="SEC",
                    help=f"model seconds recorded (default {DEFAULT_DURATION_S:g}; at least {MIN_DURATION_S:g})")

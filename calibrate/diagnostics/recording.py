@@ -52,6 +52,11 @@ class _Gate:
         if self.open:
             self.recorder.on_spikes(step, neurons)
 
+    def on_spike_block(self, steps: np.ndarray, neurons: np.ndarray) -> None:
+        # the compiled engine hands over a window's spikes in one call (hw_models.recording.Recorder)
+        if self.open:
+            self.recorder.on_spike_block(steps, neurons)
+
     def on_sample(self, step: int, *state: np.ndarray) -> None:
         if self.open:
             self.recorder.on_sample(step, *state)

@@ -457,7 +457,8 @@ class LavaEngine:
     """
 
     def __init__(self, chip: Chip, *, rng_read: np.random.Generator, temperature_k: float, gain_e: np.ndarray,
-                 gain_i: np.ndarray, record_isyn: bool = False, input_stream: int = 0, recorder=None):
+                 gain_i: np.ndarray, record_isyn: bool = False, input_stream: int = 0, recorder=None,
+                 threads: Optional[int] = None):
         self.chip = chip
         self.n = chip.n
         self.dt = chip.dt
@@ -472,6 +473,8 @@ class LavaEngine:
         self._seq = 0
         # the engine's own default is left alone unless asked for, so the model builds exactly the host's engine
         engine_kwargs = {"input_stream": int(input_stream)} if input_stream else {}
+        if threads is not None:
+            engine_kwargs["threads"] = int(threads)
         self.recorder = recorder
         self._session = _Session(chip, self.temperature_k, record_isyn, engine_kwargs, recorder)
 
@@ -527,17 +530,18 @@ class LavaDevice(NumpyDevice):
     backend = "lava"
 
     def __init__(self, profile, seed: int, *, temperature_k: Optional[float] = None, recorder=None,
-                 record_isyn: bool = False, chip: Optional[Chip] = None, input_stream: int = 0):
+                 record_isyn: bool = False, chip: Optional[Chip] = None, input_stream: int = 0,
+                 threads: Optional[int] = None):
         _import_lava()  # first, so a missing Lava or a wrong Python is reported before any work
         self._closed = True  # until the Lava process runs
         # NumpyDevice draws the chip, builds identity, knobs, monitor and a host Engine, and sets nominal codes.
         # The host Engine is never stepped: it validates the chip like numpy does and hands over its ADC read stream.
         super().__init__(profile, seed, temperature_k=temperature_k, record_isyn=record_isyn, chip=chip,
-                         input_stream=input_stream)
+                         input_stream=input_stream, threads=threads)
         host = self.engine
         self.engine = LavaEngine(self.chip, rng_read=host.rng_read, temperature_k=host.temperature_k,
                                  gain_e=host.gain_e, gain_i=host.gain_i, record_isyn=record_isyn,
-                                 input_stream=input_stream, recorder=recorder)
+                                 input_stream=input_stream, recorder=recorder, threads=threads)
         self._closed = False
 
     def close(self) -> None:

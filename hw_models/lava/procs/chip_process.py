@@ -2,8 +2,8 @@
 
 ``ChipProcess`` is *fused*: the mismatched neuron population, its seeded Poisson input pools and the input
 connectivity live in one Process (one OS process at run time). Its model owns a ``SteppedEngine`` (the shared
-``hw_models.engine.Engine``, advanced one step per ``run_spk``), so it runs the very same pure step functions
-(``cond_lif_step``, ``dpi_step``), input blocks and arithmetic as the numpy emulator and gives the same spikes to
+``hw_models.engine.Engine``, advanced one step per ``run_spk``), so it runs the very same compiled step
+(``hw_models.kernels``), input blocks and arithmetic as the numpy emulator and gives the same spikes to
 the bit. Why fused and not a graph of source, ``Sparse`` and neuron Processes: see docs/lava.md.
 
 Ports (both flagged as external pipes by the host, see ``hw_models.lava.protocol`` for the messages):
