@@ -35,7 +35,8 @@ from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
 from .diagnostics.plots import save_figure
 from .diagnostics.render import PAGE_STYLE
 
-__all__ = ["write_report", "history_figures", "report_figures", "verdict_banner", "verdict_state", "FIGURE_DIR",
+__all__ = ["write_report", "history_figures", "report_figures", "verdict_banner", "verdict_state", "verdict_line",
+           "FIGURE_DIR",
            "REPORT_FILE"]
 
 REPORT_FILE = "report.html"
@@ -90,6 +91,21 @@ def _criterion_phrase(c: Mapping[str, Any]) -> str:
     if c.get("value") is None:
         return f"{name} not measured (limit {_num(c.get('limit'), 'g')})"
     return f"{name} {_num(c.get('value'))} > {_num(c.get('limit'), 'g')}"
+
+
+def verdict_line(verdict: Optional[Mapping[str, Any]]) -> str:
+    """One line of plain text for a verdict (``summary["verdict"]``, or a table's): ``met (3 criteria)``, ``NOT met:
+    rate_cv 0.147 > 0.05``, ``incomplete ...`` or ``no verdict recorded``."""
+    if not isinstance(verdict, Mapping):
+        return "no verdict recorded"
+    criteria = [c for c in verdict.get("criteria", []) if isinstance(c, Mapping)]
+    failed = [c for c in criteria if not c.get("met")]
+    if verdict.get("complete") is False:
+        return "incomplete run: no pass" + (f" (failed so far: {'; '.join(map(_criterion_phrase, failed))})"
+                                            if failed else "")
+    if verdict.get("met"):
+        return f"met ({len(criteria)} criteria within their limits)"
+    return "NOT met: " + ("; ".join(map(_criterion_phrase, failed)) if failed else "(no criterion named)")
 
 
 def verdict_banner(summary: Mapping[str, Any], title: str) -> str:
