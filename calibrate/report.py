@@ -193,94 +193,106 @@ def report_figures(summary: Mapping[str, Any], hist, knobs: Optional[Mapping[str
     ``knobs``: per knob name ``{"bits", "sharing", "code_ref"}`` (from table.json and the summary's code_ref)."""
     figs: Dict[str, Tuple[str, Figure]] = {}
     missing: List[str] = []
-    tgt = (summary.get("targets") or {}).get("rate_hz")
-    hf = history_figures(hist) if hist is not None else {}
-    sides = ("before", "after")
-    win = {s: (summary.get(s) or {}).get("window_s") for s in sides}
-    labels = [f"{s} ({win[s]:.1f} s window)" if win[s] else s for s in sides]
-    if hf:
-        rb, ra = np.asarray(hf["before"]["rates"], float), np.asarray(hf["after"]["rates"], float)
-        both = np.concatenate([rb[np.isfinite(rb)], ra[np.isfinite(ra)]])
-        if both.size:
-            fig = Figure(figsize=(5.6, 3.4))
-            ax = fig.add_subplot(1, 1, 1)
-            hi = max(float(np.percentile(both, 99.5)), 2 * (tgt or 0), 1e-9)
-            _hist_pair(ax, rb[np.isfinite(rb)], ra[np.isfinite(ra)], labels, np.linspace(0, hi, 50))
-            if tgt:
-                ax.axvline(tgt, color="k", lw=1, ls="--", label=f"target {tgt:g} Hz")
-            ax.set_xlabel("measured rate (Hz)")
-            ax.set_ylabel("neurons")
-            ax.legend(fontsize=8)
-            fig.tight_layout()
-            figs["rates"] = ("Measured rates before and after", fig)
-        bb, ba = hf["before"]["balance"], hf["after"]["balance"]
-        fb = np.asarray(bb, float)[np.isfinite(bb)] if bb is not None else np.zeros(0)
-        fa = np.asarray(ba, float)[np.isfinite(ba)] if ba is not None else np.zeros(0)
-        if fb.size or fa.size:
-            lim = _limit(summary, "balance_p95") or 0.05
-            fig = Figure(figsize=(5.6, 3.4))
-            ax = fig.add_subplot(1, 1, 1)
-            hi = max(float(np.percentile(np.concatenate([fb, fa]), 99)), 1.2 * lim)
-            _hist_pair(ax, fb, fa, ["before", "after"], np.linspace(0, hi, 50))
-            ax.axvline(lim, color="k", lw=1, ls="--", label=f"limit {lim:g}")
-            ax.set_xlabel("measured balance index |I_bal| / I_exc (dimensionless)")
-            ax.set_ylabel("neurons or knob groups read")
-            ax.legend(fontsize=8)
-            fig.tight_layout()
-            figs["balance"] = ("Measured E/I balance index before and after (neurons or knob groups whose proxy "
-                               "was read; the controller's own offset and sensitivity estimates)", fig)
-        else:
-            missing.append("No balance histogram: this controller does not estimate the E/I balance.")
-    else:
-        missing.append("No before/after histograms: the run recorded no loop windows.")
-    its = [r for r in (hist.iterations if hist is not None else []) if r.get("rate_mean_hz") is not None]
-    if its:
-        t = np.array([r["model_time_s"] for r in its], float)
-        fig = _convergence(t, its, [
-            ("rate_mean_hz", "mean rate (Hz)", False, tgt, f"target {tgt:g} Hz" if tgt else None),
-            ("rate_cv", "rate CV across neurons,\nwindow (dimensionless)", True, None, None),
-            ("rate_se_rms", "rate estimate s.e.,\nrms relative (dimensionless)", True, None, None),
-        ], summary)
-        if fig is not None:
-            figs["convergence_rate"] = ("Convergence of loop 2 (rates): one quantity per panel, against model time",
-                                        fig)
-        lim = _limit(summary, "balance_p95")
-        fig = _convergence(t, its, [
-            ("balance_p95", "balance index p95,\nwindow (dimensionless)", True, lim,
-             f"limit {lim:g}" if lim is not None else None),
-            ("balance_se_rms", "balance estimate s.e.,\nrms (dimensionless)", True, None, None),
-        ], summary)
-        if fig is not None:
-            figs["convergence_balance"] = ("Convergence of loop 1 (E/I balance), against model time", fig)
-        else:
-            missing.append("No balance convergence plot: no iteration measured the balance.")
-    else:
-        missing.append("No convergence plots: the run has no loop iterations with measured rates.")
+    _histograms(summary, hist, figs, missing)
+    _convergence_figures(summary, hist, figs, missing)
     if hist is not None and len(hist.codes_e):
         for name, codes in (("gain_e", hist.codes_e[-1]), ("gain_i", hist.codes_i[-1])):
-            kn = (knobs or {}).get(name, {})
-            fig = Figure(figsize=(5.6, 3.0))
-            ax = fig.add_subplot(1, 1, 1)
-            codes = np.asarray(codes)
-            ax.hist(codes, bins=min(64, max(8, len(np.unique(codes)))), color=_AFTER)
-            bits = kn.get("bits")
-            if bits:
-                top = (1 << int(bits)) - 1
-                ax.axvline(0, color="k", lw=1)
-                ax.axvline(top, color="k", lw=1, label=f"DAC range 0..{top}")
-                ax.set_xlim(-top * 0.02, top * 1.02)
-            if kn.get("code_ref") is not None:
-                ax.axvline(kn["code_ref"], color="gray", ls="--", lw=1, label=f"code_ref {kn['code_ref']} (nominal)")
-            if ax.get_legend_handles_labels()[0]:
-                ax.legend(fontsize=8)
-            ax.set_xlabel(f"final {name} code (DAC code)")
-            ax.set_ylabel(_group_word(kn.get("sharing")))
-            fig.tight_layout()
-            figs[f"codes_{name}"] = (f"Final {name} codes against the DAC range", fig)
+            figs[f"codes_{name}"] = (f"Final {name} codes against the DAC range",
+                                     _codes_figure(name, np.asarray(codes), (knobs or {}).get(name, {})))
     return figs, missing
 
 
-def _convergence(t: np.ndarray, its: List[dict], rows: List[tuple], summary: Mapping[str, Any]) -> Optional[Figure]:
+def _histograms(summary: Mapping[str, Any], hist, figs: dict, missing: list) -> None:
+    """Measured rates and balance before and after, as history.npz recorded them."""
+    tgt = (summary.get("targets") or {}).get("rate_hz")
+    hf = history_figures(hist) if hist is not None else {}
+    if not hf:
+        missing.append("No before/after histograms: the run recorded no loop windows.")
+        return
+    win = {s: (summary.get(s) or {}).get("window_s") for s in ("before", "after")}
+    labels = [f"{s} ({win[s]:.1f} s window)" if win[s] else s for s in ("before", "after")]
+    rb, ra = np.asarray(hf["before"]["rates"], float), np.asarray(hf["after"]["rates"], float)
+    both = np.concatenate([rb[np.isfinite(rb)], ra[np.isfinite(ra)]])
+    if both.size:
+        fig = Figure(figsize=(5.6, 3.4))
+        ax = fig.add_subplot(1, 1, 1)
+        hi = max(float(np.percentile(both, 99.5)), 2 * (tgt or 0), 1e-9)
+        _hist_pair(ax, rb[np.isfinite(rb)], ra[np.isfinite(ra)], labels, np.linspace(0, hi, 50))
+        if tgt:
+            ax.axvline(tgt, color="k", lw=1, ls="--", label=f"target {tgt:g} Hz")
+        ax.set_xlabel("measured rate (Hz)")
+        ax.set_ylabel("neurons")
+        ax.legend(fontsize=8)
+        fig.tight_layout()
+        figs["rates"] = ("Measured rates before and after", fig)
+    bb, ba = hf["before"]["balance"], hf["after"]["balance"]
+    fb = np.asarray(bb, float)[np.isfinite(bb)] if bb is not None else np.zeros(0)
+    fa = np.asarray(ba, float)[np.isfinite(ba)] if ba is not None else np.zeros(0)
+    if not (fb.size or fa.size):
+        missing.append("No balance histogram: this controller does not estimate the E/I balance.")
+        return
+    lim = _limit(summary, "balance_p95") or 0.05
+    fig = Figure(figsize=(5.6, 3.4))
+    ax = fig.add_subplot(1, 1, 1)
+    hi = max(float(np.percentile(np.concatenate([fb, fa]), 99)), 1.2 * lim)
+    _hist_pair(ax, fb, fa, ["before", "after"], np.linspace(0, hi, 50))
+    ax.axvline(lim, color="k", lw=1, ls="--", label=f"limit {lim:g}")
+    ax.set_xlabel("measured balance index |I_bal| / I_exc (dimensionless)")
+    ax.set_ylabel("neurons or knob groups read")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    figs["balance"] = ("Measured E/I balance index before and after (neurons or knob groups whose proxy was read; "
+                       "the controller's own offset and sensitivity estimates)", fig)
+
+
+def _convergence_figures(summary: Mapping[str, Any], hist, figs: dict, missing: list) -> None:
+    """Both loops against model time, one quantity per panel, from the controller's per-iteration records."""
+    tgt = (summary.get("targets") or {}).get("rate_hz")
+    its = [r for r in (hist.iterations if hist is not None else []) if r.get("rate_mean_hz") is not None]
+    if not its:
+        missing.append("No convergence plots: the run has no loop iterations with measured rates.")
+        return
+    t = np.array([r["model_time_s"] for r in its], float)
+    fig = _convergence(t, its, [
+        ("rate_mean_hz", "mean rate (Hz)", False, tgt, f"target {tgt:g} Hz" if tgt else None),
+        ("rate_cv", "rate CV across neurons,\nwindow (dimensionless)", True, None, None),
+        ("rate_se_rms", "rate estimate s.e.,\nrms relative (dimensionless)", True, None, None),
+    ])
+    if fig is not None:
+        figs["convergence_rate"] = ("Convergence of loop 2 (rates): one quantity per panel, against model time", fig)
+    lim = _limit(summary, "balance_p95")
+    fig = _convergence(t, its, [
+        ("balance_p95", "balance index p95,\nwindow (dimensionless)", True, lim,
+         f"limit {lim:g}" if lim is not None else None),
+        ("balance_se_rms", "balance estimate s.e.,\nrms (dimensionless)", True, None, None),
+    ])
+    if fig is not None:
+        figs["convergence_balance"] = ("Convergence of loop 1 (E/I balance), against model time", fig)
+    else:
+        missing.append("No balance convergence plot: no iteration measured the balance.")
+
+
+def _codes_figure(name: str, codes: np.ndarray, kn: Mapping[str, Any]) -> Figure:
+    fig = Figure(figsize=(5.6, 3.0))
+    ax = fig.add_subplot(1, 1, 1)
+    ax.hist(codes, bins=min(64, max(8, len(np.unique(codes)))), color=_AFTER)
+    bits = kn.get("bits")
+    if bits:
+        top = (1 << int(bits)) - 1
+        ax.axvline(0, color="k", lw=1)
+        ax.axvline(top, color="k", lw=1, label=f"DAC range 0..{top}")
+        ax.set_xlim(-top * 0.02, top * 1.02)
+    if kn.get("code_ref") is not None:
+        ax.axvline(kn["code_ref"], color="gray", ls="--", lw=1, label=f"code_ref {kn['code_ref']} (nominal)")
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(fontsize=8)
+    ax.set_xlabel(f"final {name} code (DAC code)")
+    ax.set_ylabel(_group_word(kn.get("sharing")))
+    fig.tight_layout()
+    return fig
+
+
+def _convergence(t: np.ndarray, its: List[dict], rows: List[tuple]) -> Optional[Figure]:
     """Stacked panels sharing the model-time axis, one quantity each; rows without data are left out.
 
     ``rows``: (record key, y label with unit, log scale, reference line or None, its label)."""
