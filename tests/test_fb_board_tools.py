@@ -39,6 +39,7 @@ def table(path, value):
     return path
 
 
+@pytest.mark.slow
 def test_read_table_rollback_info_round_trip(tmp_path):
     with EmulatorProcess(["--test-chip", str(N), "--uid", UID], nvm=tmp_path / "b.nvm") as emu:
         p = emu.path
@@ -87,6 +88,7 @@ def test_read_table_rollback_info_round_trip(tmp_path):
         assert info["active_bank"] == "A" and info["generation"] == 1
 
 
+@pytest.mark.slow
 def test_devices_lists_running_emulators_and_forgets_them_when_they_stop(tmp_path):
     emu1 = EmulatorProcess(["--test-chip", "16", "--uid", "dev-one"])
     emu2 = EmulatorProcess(["--test-chip", "16", "--uid", "dev-two"])

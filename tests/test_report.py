@@ -105,6 +105,7 @@ def test_verdict_state_of_summaries():
     assert "measured (on the chip)" in verdict_banner({"verdict": v}, "t")
 
 
+@pytest.mark.slow
 def test_every_figure_is_written_as_png_and_svg_and_the_page_shows_the_files(run_dir, tmp_path):
     d = with_verdict(run_dir, tmp_path / "run", "met")
     from calibrate.diagnostics.report import saved_section

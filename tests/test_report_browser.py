@@ -15,7 +15,7 @@ from calibrate.diagnostics.report import saved_section
 from calibrate.report import write_report
 from report_fixtures import calibration_dir, with_verdict
 
-pytestmark = pytest.mark.browser
+pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
 # Flags that work on a root CI machine without a display, GPU or network (see README "Tests").
 CHROMIUM_FLAGS = ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
