@@ -23,7 +23,7 @@ from .exits import CliError, ExitCode, error_line, exit_code_for
 
 __all__ = ["main", "build_parser", "CliError", "ExitCode"]
 
-FAMILIES = ("chip", "calibration", "diagnose", "study", "board")
+FAMILIES = ("chip", "calibration", "diagnose", "study", "board", "table")
 
 
 class _Parser(argparse.ArgumentParser):

@@ -1,4 +1,5 @@
-"""``eical flash | devices | info | board-emulator``: a dev board, through ``firmware_bridge`` (esptool style).
+"""``eical flash | info | read-table | rollback | devices | board-emulator | nvm``: a dev board, through
+``firmware_bridge`` (esptool style).
 
 Each handler calls the bridge, prints one result (or one ``--json`` object on stdout), and turns a bridge error into
 its exit code from the one table (:mod:`.exits`) with one error line on stderr that says which table the board runs
@@ -8,7 +9,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
+from pathlib import Path
 from typing import Any, Optional
 
 from .exits import MEANING, ExitCode, exit_code_for
@@ -30,28 +33,38 @@ def _fail(e: Any, cmd: str, as_json: bool) -> int:
 
 
 class _Progress:
-    """Plain progress on stderr, only when stderr is a terminal."""
+    """The flash's progress bar on stderr (``rich``), only when stderr is a terminal: bytes written of the table,
+    rate and time left while writing, then the stage (verify, commit, read-back)."""
+
+    STAGES = {"hello": "identity", "begin": "erasing", "data": "writing", "verify": "verifying",
+              "commit-send": "committing", "commit": "committed", "readback": "reading back"}
 
     def __init__(self, stream: Any):
-        self.stream = stream
-        self.shown = False
+        from rich.console import Console
+        from rich.progress import (BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn,
+                                   TransferSpeedColumn)
+
+        self.bar = Progress(TextColumn("{task.description:<12}"), BarColumn(), DownloadColumn(binary_units=True),
+                            TransferSpeedColumn(), TimeRemainingColumn(),
+                            console=Console(file=stream, force_terminal=True), transient=True)
+        self.task = None
 
     def __call__(self, stage: str, done: int, total: int) -> None:
-        if stage == "data" and total:
-            width = 30
-            k = width * done // total
-            self.stream.write(f"\rwriting [{'#' * k}{' ' * (width - k)}] {done / 1024:.1f}/{total / 1024:.1f} KiB")
-            self.stream.flush()
-            self.shown = True
-        elif stage in ("verify", "commit", "readback") and self.shown:
-            self.stream.write(f"\r{stage:<60}")
-            self.stream.flush()
+        if self.task is None:
+            if stage not in ("begin", "data"):
+                return  # nothing to show until the board starts writing (an up-to-date table writes nothing)
+            self.bar.start()
+            self.task = self.bar.add_task("erasing", total=max(total, 1))
+        desc = self.STAGES.get(stage, stage)
+        changed = desc != self.bar.tasks[0].description
+        self.bar.update(self.task, description=desc, completed=done, total=max(total, 1) if total else None)
+        if changed:
+            self.bar.refresh()  # every stage is seen, however fast a small table goes
 
     def finish(self) -> None:
-        if self.shown:
-            self.stream.write("\r" + " " * 70 + "\r")
-            self.stream.flush()
-            self.shown = False
+        if self.task is not None:
+            self.bar.stop()
+            self.task = None
 
 
 class _Stage:
@@ -134,35 +147,58 @@ def _cmd_info(args: argparse.Namespace) -> int:
         except LinkLost as e:
             e.board_table = e.board_table or "an unknown table (the board did not answer HELLO)"
             raise
+        previous = _previous_line(client, h)
     except BridgeError as e:
         return _fail(e, "info", args.json)
     finally:
         if client is not None:
             client.close()
     if args.json:
-        print(json.dumps(dict(h.to_dict(), port=args.port)))
+        print(json.dumps(dict(h.to_dict(), port=args.port, rollback=previous)))
     else:
         print(f"port       {args.port}")
         print("\n".join(_hello_lines(h)))
+        print(f"rollback   {previous['text']}")
     return ExitCode.OK
+
+
+def _previous_line(client: Any, h: Any) -> dict:
+    """What ``eical rollback`` would do on this board: ``{"possible", "table", "text"}`` (for ``info``)."""
+    from firmware_bridge.errors import BoardError
+    from firmware_bridge.tables import previous_table
+
+    if not h.has_table:
+        return {"possible": False, "table": None, "text": "not possible: the board has no table"}
+    try:
+        prev = previous_table(client)
+    except BoardError as e:
+        return {"possible": False, "table": None, "text": f"unknown: {e.message}"}
+    if prev is None:
+        return {"possible": False, "table": None,
+                "text": "not possible: the other bank holds no valid table"}
+    return {"possible": True, "table": prev,
+            "text": f"`eical rollback` would activate table gen {prev['generation']} (crc {prev['crc']}, "
+                    f"{prev['bytes']} B, bank {prev['bank']})"}
 
 
 def _cmd_devices(args: argparse.Namespace) -> int:
     from firmware_bridge.errors import UsageError
-    from firmware_bridge.host import probe_ports
+    from firmware_bridge.host import probe_emulators, probe_ports
 
     try:
-        found = probe_ports(args.baud)
+        found = probe_ports(args.baud) + probe_emulators(args.baud)
     except UsageError as e:
         return _fail(e, "devices", args.json)
     if args.json:
         print(json.dumps(found))
         return ExitCode.OK
     if not found:
-        print("no eical boards found on the serial ports (board emulators are not listed: pass their pty path "
-              "with --port)", file=sys.stderr)
+        print("no eical boards found on the serial ports, and no board emulator running", file=sys.stderr)
     for d in found:
-        print(f"{d['port']}  {d['uid']}  {d['profile']}  firmware {d['firmware']}  {d['table']}")
+        emu = d.get("emulator")
+        what = f"  (emulator, pid {emu['pid']})" if emu else ""
+        firmware = f"firmware {d['firmware']}" if d.get("firmware") else ""
+        print(f"{d['port']}  {d['uid']}  {d['profile']}  {firmware}  {d['table']}{what}".replace("    ", "  "))
     return ExitCode.OK
 
 
@@ -204,6 +240,75 @@ def _cmd_nvm(args: argparse.Namespace) -> int:
     return ExitCode.OK
 
 
+def _cmd_read_table(args: argparse.Namespace) -> int:
+    from firmware_bridge.errors import BridgeError
+    from firmware_bridge.host import open_client
+    from firmware_bridge.tables import bank_index, read_board_table
+
+    out = Path(args.out)
+    if out.exists() and not args.force:
+        print(f"eical read-table: error: {out} exists; pass --force to overwrite it", file=sys.stderr)
+        return ExitCode.USAGE
+    if not out.parent.is_dir():
+        print(f"eical read-table: error: {out.parent} is not a directory", file=sys.stderr)
+        return ExitCode.USAGE
+    client = None
+    try:
+        client = open_client(args.port, args.baud)
+        bt = read_board_table(client, bank_index(args.bank), port=args.port)
+    except BridgeError as e:
+        return _fail(e, "read-table", args.json)
+    finally:
+        if client is not None:
+            client.close()
+    tmp = out.with_name(f".{out.name}.tmp")
+    try:
+        bt.table.save(tmp)
+        os.replace(tmp, out)  # never half a file where the user expects a table
+    except OSError as e:
+        tmp.unlink(missing_ok=True)
+        print(f"eical read-table: error: cannot write {out}: {e.strerror or e}", file=sys.stderr)
+        return ExitCode.USAGE
+    if args.json:
+        print(json.dumps(dict(bt.to_dict(), ok=True, out=str(out), exit_code=int(ExitCode.OK))))
+    else:
+        knobs = ", ".join(f"{k} {len(v.codes)} codes" for k, v in bt.table.knobs.items())
+        which = "active" if bt.active else "inactive"
+        print(f"read {bt.describe()} ({which}) of board {bt.uid}: {knobs} -> {out}")
+    return ExitCode.OK
+
+
+def _cmd_rollback(args: argparse.Namespace) -> int:
+    from firmware_bridge.errors import BridgeError
+    from firmware_bridge.host import open_client
+    from firmware_bridge.tables import rollback
+
+    client = None
+    try:
+        client = open_client(args.port, args.baud)
+        report = rollback(client, dry_run=args.dry_run)
+    except BridgeError as e:
+        return _fail(e, "rollback", args.json)
+    except KeyboardInterrupt:
+        print("eical rollback: interrupted: the board runs either its table or the previous one (see `eical info`)",
+              file=sys.stderr)
+        return ExitCode.INTERRUPTED
+    finally:
+        if client is not None:
+            client.close()
+    if args.json:
+        print(json.dumps(dict(report.to_dict(), ok=True, exit_code=int(ExitCode.OK))))
+    else:
+        print(report.summary())
+    return ExitCode.OK
+
+
+def _bank(text: str) -> str:
+    if text.strip().lower() not in ("active", "a", "b"):
+        raise argparse.ArgumentTypeError(f"expected active, A or B, got {text!r}")
+    return text.strip()
+
+
 def _port_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--port", "-p", required=True, help="serial port or pyserial URL (/dev/ttyACM0, /dev/pts/7, "
                    "socket://host:port, or eicalfault://PORT?ber=1e-3&seed=1&faults=all for a link with injected "
@@ -213,7 +318,7 @@ def _port_args(p: argparse.ArgumentParser) -> None:
 
 
 def add_subcommands(subparsers: Any) -> None:
-    """Register ``flash``, ``info``, ``devices`` and ``board-emulator``."""
+    """Register ``flash``, ``info``, ``read-table``, ``rollback``, ``devices``, ``board-emulator`` and ``nvm``."""
     p = subparsers.add_parser("flash", help="write a gain table into a board's NVM (safe to interrupt and re-run)",
                               description="Identity check, diff, write, verify, commit, read-back. The board keeps "
                               "running its old table until the new one is complete and verified.", epilog=EPILOG)
@@ -231,9 +336,35 @@ def add_subcommands(subparsers: Any) -> None:
     p.add_argument("--json", action="store_true", help="print HELLO as one JSON object on stdout")
     p.set_defaults(func=_cmd_info)
 
-    p = subparsers.add_parser("devices", help="list serial ports with an eical board behind them",
-                              description="Tries HELLO on every serial port the OS lists (short timeout) and shows "
-                              "those that answer. Board emulators (ptys) are not listed: use their path with --port.")
+    p = subparsers.add_parser("read-table", help="read a board's table back into a table.json (re-flashable)",
+                              description="Reads the active table (or --bank A|B) with READ_TABLE, checks it against "
+                              "the board's CRC and writes it in the table.json format: the board's identity and "
+                              "codes. What the board does not store (targets, metrics, the verdict, the seed) is "
+                              "absent; 'controller' says it was read back (port, bank, generation, CRC). Flashing "
+                              "it back to the same board is 'already up to date'.", epilog=EPILOG)
+    _port_args(p)
+    p.add_argument("--out", "-o", required=True, metavar="TABLE", help="the table.json to write (refused if it "
+                   "exists, unless --force)")
+    p.add_argument("--bank", default="active", type=_bank, help="active (default), A or B (the previous table)")
+    p.add_argument("--force", action="store_true", help="overwrite --out if it exists")
+    p.add_argument("--json", action="store_true", help="print the result as one JSON object on stdout")
+    p.set_defaults(func=_cmd_read_table)
+
+    p = subparsers.add_parser("rollback", help="go back to the board's previous table (the other NVM bank)",
+                              description="Activates the table in the other NVM bank when it holds a valid one, as a "
+                              "bootloader's revert does: the board revokes the active bank's header (one write, "
+                              "safe to interrupt) and runs the previous table at once and after every boot. The "
+                              "newer table is gone from the board afterwards: flash its table.json to return to "
+                              "it. `eical info` shows what a rollback would activate.", epilog=EPILOG)
+    _port_args(p)
+    p.add_argument("--dry-run", action="store_true", help="say which table would become active; change nothing")
+    p.add_argument("--json", action="store_true", help="print the result as one JSON object on stdout")
+    p.set_defaults(func=_cmd_rollback)
+
+    p = subparsers.add_parser("devices", help="list eical boards on serial ports, and running board emulators",
+                              description="Tries HELLO on every serial port the OS lists (short timeout) and on the "
+                              "pty of every board emulator running here (they register in $XDG_RUNTIME_DIR/eical "
+                              "or a temp directory), and shows those that answer.")
     p.add_argument("--baud", type=int, default=115200, help="nominal baud rate (default 115200; never 1200)")
     p.add_argument("--json", action="store_true", help="print the boards as a JSON list on stdout")
     p.set_defaults(func=_cmd_devices)

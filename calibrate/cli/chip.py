@@ -111,13 +111,13 @@ def _cmd_simulate(args: argparse.Namespace) -> int:
 
 
 def _cmd_chip_export(args: argparse.Namespace) -> int:
-    from hw_models.chip import draw_chip, export_npz
+    from hw_models.chip import EXPORT_PARAMS, draw_chip, export_npz
     from hw_models.profile import ProfileError, load_profile
 
     profile = load_profile(args.profile)
-    if profile.model != "cond_lif":
-        raise ProfileError(f"{profile.source}: model: expected 'cond_lif' for a chip export (the NPZ format of "
-                           f"docs/model.md holds cond_lif chips), got {profile.model!r}")
+    if profile.model not in EXPORT_PARAMS:
+        raise ProfileError(f"{profile.source}: model: expected one of {', '.join(EXPORT_PARAMS)} for a chip export "
+                           f"(the NPZ format of docs/model.md section 10), got {profile.model!r}")
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         try:
@@ -133,7 +133,7 @@ def _cmd_chip_export(args: argparse.Namespace) -> int:
         export_npz(chip, out)
     except OSError as e:
         raise CliError(f"{out}: cannot write: {e.strerror or e}") from None
-    print(f"wrote {out} (chip {chip.uid}, {chip.n} neurons, profile sha256 {profile.sha256[:12]})")
+    print(f"wrote {out} (chip {chip.uid}, {chip.n} {chip.model} neurons, profile sha256 {profile.sha256[:12]})")
     return ExitCode.OK
 
 
@@ -199,9 +199,11 @@ def add_subcommands(subparsers: Any) -> None:
                                  description="Chip instances of a profile.")
     chip_sub = chip.add_subparsers(dest="chip_command", metavar="ACTION")  # same parser class as the parent
     chip_sub.required = True
-    ex = chip_sub.add_parser("export", help="write a chip (cond_lif) as NPZ for another simulator",
+    ex = chip_sub.add_parser("export", help="write a chip's mismatch draws as NPZ for another simulator",
                              description="Draw the chip of PROFILE and SEED and write it in the NPZ format of "
-                                         "docs/model.md (cond_lif profiles).")
+                                         "docs/model.md section 10 (cond_lif and dpi chips): per-neuron parameters "
+                                         "in the model's units, input and recurrent weights as CSR arrays, knob "
+                                         "groups and DAC transfers, scalars; readable with numpy alone.")
     ex.add_argument("--profile", required=True, help="profile name or YAML path")
     ex.add_argument("--seed", type=nonneg_int, default=0, help="mismatch seed (default 0)")
     ex.add_argument("--out", required=True, help="output file (.npz)")
