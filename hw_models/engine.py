@@ -134,12 +134,13 @@ class _CondLifView:
 
 
 class _DpiView:
-    """The engine's dpi state as named arrays (views)."""
+    """The engine's dpi state as named arrays (views). ``Ipre``: the membrane current at the end of the previous
+    step, before the spike reset (it sets the feedback current, as DynapSim's vmem does)."""
 
-    __slots__ = ("Imem", "Iampa", "Igaba", "r")
+    __slots__ = ("Imem", "Iampa", "Igaba", "Ipre", "r")
 
     def __init__(self, st: np.ndarray, r: np.ndarray):
-        self.Imem, self.Iampa, self.Igaba, self.r = st[0], st[1], st[2], r
+        self.Imem, self.Iampa, self.Igaba, self.Ipre, self.r = st[0], st[1], st[2], st[3], r
 
 
 def _source_major(chip: Chip) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -235,7 +236,7 @@ class Engine:
         self.gain_i = np.ones(n)
         self.temperature_k = chip.profile["temperature"]["T0_K"] if temperature_k is None else float(temperature_k)
         cond = chip.model == "cond_lif"
-        self._st = np.zeros((3, n))
+        self._st = np.zeros((kernels.N_STATE_ROWS, n))
         self._r = np.zeros(n, dtype=np.int32)
         if cond:
             self._st[0] = chip.params["EL"]
@@ -243,7 +244,7 @@ class Engine:
         else:
             self._st[:] = chip.scalars["I0"]
             self.state = _DpiView(self._st, self._r)
-        self._pc = np.zeros((10, n))
+        self._pc = np.zeros((kernels.N_CONST_ROWS, n))
         self._nref = np.zeros(n, dtype=np.int32)
         self._alive = np.ascontiguousarray(~chip.dead)
         self._sc = np.zeros(8)
@@ -319,7 +320,7 @@ class Engine:
             self.jump_e = je * self.gain_e
             self.jump_i = ji * self.gain_i
             rows = (c.da, c.dg, c.Ileak, c.Igain, c.gain_over_tau, c.dt_over_tau_mem, c.Ispkthr, self.jump_e,
-                    self.jump_i, c.Imax if c.Imax is not None else np.full(self.n, np.inf))
+                    self.jump_i, c.Imax if c.Imax is not None else np.full(self.n, np.inf), c.ahp)
             self._sc[2:5] = (c.I0, c.Idc, c.fb_exp)
             self._opt[k["has_idc"]] = int(bool(c.Idc))
             self._opt[k["has_imax"]] = int(c.Imax is not None)
