@@ -30,7 +30,7 @@ import scipy.sparse as sp
 from .chip import N_STREAMS, Chip
 from .models import CondLifConsts, DpiConsts, dpi_jumps
 
-__all__ = ["Engine", "WindowStats", "BLOCK_STEPS", "default_threads", "set_default_threads"]
+__all__ = ["Engine", "WindowStats", "InputSpikes", "BLOCK_STEPS", "default_threads", "set_default_threads"]
 
 BLOCK_STEPS = 1000  # steps of Poisson input drawn at once (100 ms at dt = 0.1 ms)
 # With recurrent input or a recorder the kernel synchronises its blocks every step. Threads then pay a barrier per
@@ -89,6 +89,36 @@ class WindowStats:
     @property
     def rates_hz(self) -> np.ndarray:
         return self.spike_counts / (self.window_ms * 1e-3)
+
+
+@dataclass
+class InputSpikes:
+    """The external input spikes an engine fed its chip over a stretch of steps (``Engine.record_inputs``): the
+    realisation to drive another simulator with (docs/model.md, "DynapSim").
+
+    ``steps[j]`` is the step of spike j counted from ``first_step`` (the engine's step index when recording
+    started), ``sources[j]`` its source: ``0 .. n_src_e - 1`` the excitatory pool, ``n_src_e ..`` the inhibitory
+    one. Within a step, sources ascend (excitatory first), exactly the order in which the engine added them.
+    """
+
+    first_step: int
+    n_steps: int
+    n_src_e: int
+    n_src_i: int
+    steps: np.ndarray
+    sources: np.ndarray
+
+    def rasters(self, a: int = 0, b: Optional[int] = None) -> tuple[np.ndarray, np.ndarray]:
+        """Boolean rasters of steps ``a .. b - 1`` (default: all): ``[steps x n_src_e]`` and ``[steps x n_src_i]``."""
+        b = self.n_steps if b is None else b
+        lo, hi = np.searchsorted(self.steps, [a, b])
+        st, src = self.steps[lo:hi] - a, self.sources[lo:hi]
+        exc = src < self.n_src_e
+        re = np.zeros((b - a, self.n_src_e), dtype=bool)
+        ri = np.zeros((b - a, self.n_src_i), dtype=bool)
+        re[st[exc], src[exc]] = True
+        ri[st[~exc], src[~exc] - self.n_src_e] = True
+        return re, ri
 
 
 class _PoissonPool:
@@ -278,6 +308,7 @@ class Engine:
             self._touched = np.zeros((2, 0), dtype=np.uint8)
             self._prev = np.zeros((2, 0), dtype=np.int64)
         self._rec_buffers = _empty_like_recording()
+        self._input_log: Optional[list] = None  # (first step, step pointer, sources) per advance while recording
         self._update_consts()
 
     # -- configuration -----------------------------------------------------------------------------------------
@@ -328,6 +359,30 @@ class Engine:
         for i, row in enumerate(rows):
             self._pc[i] = row
         self._nref[:] = c.nref
+
+    # -- input recording ---------------------------------------------------------------------------------------
+    def record_inputs(self) -> None:
+        """Start keeping the external input spikes of every step from now on (``recorded_inputs`` returns them).
+        Recording changes no value: the inputs are drawn as always, and only kept."""
+        self._input_log = []
+        self._input_first = self.step_index
+
+    def recorded_inputs(self, stop: bool = True) -> InputSpikes:
+        """The input spikes since ``record_inputs`` (and, with ``stop``, stop recording)."""
+        if self._input_log is None:
+            raise RuntimeError("recorded_inputs() without record_inputs()")
+        steps, srcs = [], []
+        for first, ptr, src in self._input_log:
+            steps.append(np.repeat(np.arange(first, first + ptr.size - 1, dtype=np.int64), np.diff(ptr)))
+            srcs.append(src)
+        first = self._input_first
+        out = InputSpikes(first_step=first, n_steps=self.step_index - first, n_src_e=self.pool_e.n_src,
+                          n_src_i=self.pool_i.n_src,
+                          steps=np.concatenate(steps) - first if steps else np.zeros(0, dtype=np.int64),
+                          sources=np.concatenate(srcs).astype(np.int64) if srcs else np.zeros(0, dtype=np.int64))
+        if stop:
+            self._input_log = None
+        return out
 
     # -- simulation --------------------------------------------------------------------------------------------
     def _take_events(self, n_steps: int) -> tuple[np.ndarray, np.ndarray]:
@@ -394,6 +449,8 @@ class Engine:
             return
         k = self._k
         ev_ptr, ev_src = self._take_events(n_steps)
+        if self._input_log is not None:
+            self._input_log.append((self.step_index, ev_ptr, ev_src))
         recorder = self.recorder
         sample_every = int(getattr(recorder, "sample_every_steps", 0) or 0) if recorder is not None else 0
         opt = self._opt
