@@ -11,7 +11,7 @@ from typing import Any, Optional
 
 import numpy as np
 
-from .argtypes import add_threads_argument, nonneg_int, positive_float
+from .argtypes import add_threads_argument, nonneg_int, positive_float, seconds
 from .exits import CliError, ExitCode
 from .output import note
 
@@ -110,7 +110,58 @@ def _cmd_simulate(args: argparse.Namespace) -> int:
     return ExitCode.OK
 
 
+def _cmd_chip_export_dynapsim(args: argparse.Namespace) -> int:
+    """``eical chip export --format dynapsim``: a dpi chip for rockpool's DynapSim (hw_models.dynapsim)."""
+    from hw_models import dynapsim
+    from hw_models.emulator import NumpyDevice
+    from hw_models.profile import ProfileError, load_profile
+    from hw_models.table import GainTable
+
+    profile = load_profile(args.profile)
+    if profile.model != "dpi":
+        raise ProfileError(f"{profile.source}: model: expected 'dpi' for --format dynapsim (DynapSim simulates dpi "
+                           f"neurons), got {profile.model!r}")
+    out = Path(args.out)
+    if out.suffix != ".npz":  # numpy would append it silently; say where the file goes
+        out = out.with_name(out.name + ".npz")
+    if out.exists():
+        raise CliError(f"--out {out}: exists; remove it or choose another name (an export never overwrites a file)")
+    if not out.parent.is_dir():
+        raise CliError(f"--out {out}: no such directory {out.parent}")
+    table = GainTable.load(args.table) if args.table is not None else None  # TableError -> exit 2
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        try:
+            device = NumpyDevice(profile, args.seed)
+        except ValueError as e:
+            raise _undrawable(e) from None
+    for w in caught:
+        note(str(w.message))
+    if table is not None:
+        table.check_identity(device.identity)  # IdentityMismatch -> exit 3
+        table.check_knobs(device.knobs)
+        device.set_codes(table.codes())  # validates every code (CodeError -> exit 2)
+    chip = device.chip
+    arrays = dynapsim.export_arrays(chip, device.codes,
+                                    codes_source="nominal" if table is None else f"table {args.table}")
+    inputs = counts = None
+    if args.inputs:
+        inputs, counts = dynapsim.record_window(chip, device.codes, args.inputs * 1e3)
+    try:
+        dynapsim.write_npz(out, arrays, inputs, counts)
+    except OSError as e:
+        raise CliError(f"{out}: cannot write: {e.strerror or e}") from None
+    what = "nominal codes" if table is None else f"the codes of {args.table}"
+    extra = f", and {args.inputs:g} s of input spikes with eical's spike counts" if args.inputs else ""
+    print(f"wrote {out} (chip {chip.uid}, {chip.n} neurons, {what}{extra}; DynapSim format, docs/model.md)")
+    return ExitCode.OK
+
+
 def _cmd_chip_export(args: argparse.Namespace) -> int:
+    if getattr(args, "format", "npz") == "dynapsim":
+        return _cmd_chip_export_dynapsim(args)
+    if getattr(args, "table", None) is not None or getattr(args, "inputs", 0):
+        raise CliError("--table and --inputs go with --format dynapsim")
     from hw_models.chip import EXPORT_PARAMS, draw_chip, export_npz
     from hw_models.profile import ProfileError, load_profile
 
@@ -207,6 +258,14 @@ def add_subcommands(subparsers: Any) -> None:
     ex.add_argument("--profile", required=True, help="profile name or YAML path")
     ex.add_argument("--seed", type=nonneg_int, default=0, help="mismatch seed (default 0)")
     ex.add_argument("--out", required=True, help="output file (.npz)")
+    ex.add_argument("--format", choices=("npz", "dynapsim"), default="npz",
+                    help="npz: eical's portable chip file (default); dynapsim: a dpi chip as rockpool's DynapSim takes "
+                         "it (docs/model.md, DynapSim)")
+    ex.add_argument("--table", default=None,
+                    help="with --format dynapsim: export at this gain table's codes (refused if made for another chip)")
+    ex.add_argument("--inputs", type=seconds(0.0, 3600.0), default=0.0, metavar="SEC",
+                    help="with --format dynapsim: also run the emulator SEC seconds from rest and store the input "
+                         "spike trains it drew and its spike counts, to drive DynapSim with the same inputs")
     ex.set_defaults(func=_cmd_chip_export)
 
     prof = subparsers.add_parser("profiles", help="list, show or validate device profiles",
