@@ -11,9 +11,10 @@ from typing import Any, Optional
 
 import numpy as np
 
-from .argtypes import add_threads_argument, nonneg_int, positive_float
+from .argtypes import add_seed_argument, add_threads_argument, positive_float
 from .exits import CliError, ExitCode
 from .output import note
+from .outputs import check_output_file
 
 __all__ = ["add_subcommands"]
 
@@ -114,6 +115,10 @@ def _cmd_chip_export(args: argparse.Namespace) -> int:
     from hw_models.chip import draw_chip, export_npz
     from hw_models.profile import ProfileError, load_profile
 
+    out = Path(args.out)
+    if out.suffix != ".npz":  # numpy.savez would append it silently; say where the file went
+        out = out.with_name(out.name + ".npz")
+    check_output_file(out, "chip export", overwrite=args.overwrite)  # before anything is drawn
     profile = load_profile(args.profile)
     if profile.model != "cond_lif":
         raise ProfileError(f"{profile.source}: model: expected 'cond_lif' for a chip export (the NPZ format of "
@@ -126,9 +131,6 @@ def _cmd_chip_export(args: argparse.Namespace) -> int:
             raise _undrawable(e) from None
     for w in caught:
         note(str(w.message))
-    out = Path(args.out)
-    if out.suffix != ".npz":  # numpy.savez would append it silently; say where the file went
-        out = out.with_name(out.name + ".npz")
     try:
         export_npz(chip, out)
     except OSError as e:
@@ -169,10 +171,10 @@ def _cmd_profiles_validate(args: argparse.Namespace) -> int:
     from hw_models.profile import ProfileError, load_profile
 
     path = Path(args.file)
-    if not path.is_file():
-        raise ProfileError(f"{path}: cannot read: no such file")
-    p = load_profile(path)
-    print(f"{path}: ok ({p.name}, {p.model}, {p.n_neurons} neurons, sha256 {p.sha256[:12]})")
+    if path.exists() and not path.is_file():
+        raise ProfileError(f"{path}: cannot read: not a regular file")
+    p = load_profile(args.file)  # a path, or a profile's name (as `profiles show` takes it)
+    print(f"{p.source}: ok ({p.name}, {p.model}, {p.n_neurons} neurons, sha256 {p.sha256[:12]})")
     return ExitCode.OK
 
 
@@ -184,7 +186,7 @@ def add_subcommands(subparsers: Any) -> None:
                     "report per-neuron rates, the true window means of the balance proxy and of the net synaptic "
                     "current, and summary figures (rate CV across live neurons, balance index median and p95).")
     p.add_argument("--profile", required=True, help="profile name (see 'eical profiles list') or YAML path")
-    p.add_argument("--seed", type=nonneg_int, default=0, help="mismatch seed (default 0)")
+    add_seed_argument(p)
     add_threads_argument(p)
     p.add_argument("--duration", type=positive_float, default=10.0, metavar="SEC",
                    help="model time to simulate in seconds (default 10)")
@@ -203,8 +205,10 @@ def add_subcommands(subparsers: Any) -> None:
                              description="Draw the chip of PROFILE and SEED and write it in the NPZ format of "
                                          "docs/model.md (cond_lif profiles).")
     ex.add_argument("--profile", required=True, help="profile name or YAML path")
-    ex.add_argument("--seed", type=nonneg_int, default=0, help="mismatch seed (default 0)")
-    ex.add_argument("--out", required=True, help="output file (.npz)")
+    add_seed_argument(ex)
+    ex.add_argument("--out", required=True, help="output file (.npz): a new file or an earlier chip export "
+                    "(README, 'Output paths')")
+    ex.add_argument("--overwrite", action="store_true", help="replace --out even if it is not an eical chip export")
     ex.set_defaults(func=_cmd_chip_export)
 
     prof = subparsers.add_parser("profiles", help="list, show or validate device profiles",
@@ -215,6 +219,8 @@ def add_subcommands(subparsers: Any) -> None:
     ps = prof_sub.add_parser("show", help="print a profile as validated (defaults filled in)")
     ps.add_argument("name", help="profile name or YAML path")
     ps.set_defaults(func=_cmd_profiles_show)
-    pv = prof_sub.add_parser("validate", help="check a profile file; one error line and exit 2 if invalid")
-    pv.add_argument("file", help="YAML file")
+    pv = prof_sub.add_parser("validate", help="check a profile file; one error line and exit 2 if invalid",
+                             description="Load and check a profile (a YAML path or a profile's name, as 'profiles "
+                                         "show' takes it); print one line, ok or what is wrong (exit 2).")
+    pv.add_argument("file", metavar="PROFILE", help="YAML file or profile name")
     pv.set_defaults(func=_cmd_profiles_validate)
