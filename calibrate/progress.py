@@ -73,13 +73,15 @@ class PhaseProgress:
 
     Parameters
     ----------
-    enabled: draw at all; None (default): only when stderr is a terminal.
+    enabled: draw at all; None (default): only when stderr (or ``console``) is a terminal.
     console: a ``rich.console.Console`` to draw on (tests); default: stderr.
     refresh_per_second: redraws per second, from rich's own thread (at least one a second is the promise).
     """
 
     def __init__(self, *, enabled: Optional[bool] = None, console: Any = None, refresh_per_second: float = 4.0):
-        self.enabled = enabled_for_stderr() if enabled is None else bool(enabled)
+        if enabled is None:
+            enabled = console.is_terminal if console is not None else enabled_for_stderr()
+        self.enabled = bool(enabled)
         self._console = console
         self._refresh = refresh_per_second
         self._p: Any = None

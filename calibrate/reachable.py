@@ -9,7 +9,8 @@ recurrent chip with its own inhibitory target, each population's range is measur
 
 Mismatch moves single neurons around this range by their gain mismatch (20 % on devboard), so a target near an end
 leaves some neurons unreachable; a target outside it leaves the typical neuron unreachable, and the calibration is
-refused (``eical calibrate --target-rate``, exit 2). docs/verdicts.md, "Arguments refused".
+refused (``eical calibrate --target-rate``, exit 2). A target above :func:`rate_ceiling_hz` (one spike per half a
+refractory period) is refused without a replay. docs/verdicts.md, "Arguments refused".
 """
 from __future__ import annotations
 
@@ -18,7 +19,7 @@ from typing import Any, Optional
 
 import numpy as np
 
-__all__ = ["RateRange", "reachable_rates", "REPLAY_S"]
+__all__ = ["RateRange", "reachable_rates", "rate_ceiling_hz", "REPLAY_S"]
 
 REPLAY_S = 2.0  # model seconds at each end (after a 0.2 s settle): a 10 % error at 10 Hz on 32 neurons, enough
 SETTLE_S = 0.2
@@ -88,6 +89,15 @@ def _lowest(spec: Any) -> int:
 def _highest(spec: Any) -> int:
     valid = spec.valid_codes()
     return int(valid[np.argmax(spec.nominal_gain(valid))])
+
+
+def rate_ceiling_hz(profile: Any) -> float:
+    """A rate no neuron of the profile can fire at: one spike per half its nominal refractory period and step
+    (half: a neuron's own refractory period may be shorter by its mismatch). Checked first, without a replay."""
+    from hw_models.profile import load_profile
+
+    prof = load_profile(profile)
+    return 1000.0 / (0.5 * float(prof["neuron"]["tref_ms"]) + float(prof.dt_ms))
 
 
 def reachable_rates(profile: Any) -> RateRange:

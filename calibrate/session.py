@@ -38,6 +38,7 @@ from hw_models.table import GainTable, json_default
 
 from .controllers import Controller, Targets, make_controller
 from .diagnostics.report import CalibrationDiagnostics, diagnose_calibration
+from .backends import profile_of
 from .figures import counting_floor
 from .history import History
 from .metrics import TrueFigures
@@ -154,19 +155,6 @@ def targets_for(device: Device, target_rate_hz: Optional[float] = None) -> Targe
     if prof is not None:
         return Targets.from_profile(prof, rate_hz=target_rate_hz)
     return Targets(rate_hz=target_rate_hz if target_rate_hz is not None else 10.0)
-
-
-def profile_of(device: Device) -> Any:
-    """The chip's profile: an emulator's own, or a board's when that profile is installed here (else None)."""
-    prof = getattr(device, "profile", None)
-    if prof is None and device.identity.profile:
-        try:
-            from hw_models.profile import load_profile
-
-            prof = load_profile(device.identity.profile)
-        except Exception:  # a board whose profile is not installed here: the plain targets
-            prof = None
-    return prof
 
 
 def default_verify_s(device: Device) -> float:

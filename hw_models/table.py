@@ -246,7 +246,7 @@ def check_verdict(v: Any, fail: Any) -> dict:
         raise fail("verdict", "an object", v)
     for k in v:
         if k not in ("met", "complete", "criteria"):
-            raise fail(f"verdict.{_short(k, 40)}", "only the keys met, complete and criteria", k)
+            raise fail(f"verdict.{str(k)[:40]}", "only the keys met, complete and criteria", k)
     for k in ("met", "complete"):
         if not isinstance(v.get(k), bool):
             raise fail(f"verdict.{k}", "true or false", v.get(k))

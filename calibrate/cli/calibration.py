@@ -70,12 +70,16 @@ def _check_target(args: argparse.Namespace, device: Any) -> None:
     """A ``--target-rate`` outside what the chip's profile can reach (``calibrate.reachable``) is refused."""
     if args.target_rate is None:
         return
-    from ..reachable import reachable_rates
-    from ..session import profile_of
+    from ..backends import profile_of
+    from ..reachable import rate_ceiling_hz, reachable_rates
 
     prof = profile_of(device)
     if prof is None:
         return
+    ceiling = rate_ceiling_hz(prof)
+    if args.target_rate > ceiling:
+        raise CliError(f"--target-rate {args.target_rate:g}: no {prof.name} neuron fires that fast (at most "
+                       f"{ceiling:.0f} Hz, one spike per half a refractory period)")
     rng = reachable_rates(prof)
     if not rng.contains(args.target_rate):
         raise CliError(f"--target-rate {args.target_rate:g}: outside what a {prof.name} chip can reach "
@@ -181,8 +185,6 @@ def _calibrate_open_device(args: argparse.Namespace, spec: Any, out: Optional[Pa
     from hw_models.profile import load_profile
     from hw_models.table import GainTable
 
-    from ..session import SessionInterrupted, run_calibration
-
     if args.profile is not None and not args.backend.startswith("serial:"):
         prof = load_profile(args.profile)  # ProfileError: exit 2 naming the file and key
         args.profile = str(prof.source) if Path(str(args.profile)).suffix in (".yaml", ".yml") else args.profile
@@ -205,6 +207,8 @@ def _calibrate_open_device(args: argparse.Namespace, spec: Any, out: Optional[Pa
             out = default_output_dir(device.identity.uid)
             prepare_output_dir(out, "calibration")
             note(f"no --out given: writing to {out}")
+        from ..session import SessionInterrupted, run_calibration  # the analysis libraries: once the checks passed
+
         pp = ProgressPrinter("measuring", max_iterations=args.max_iterations)
         try:
             outcome = run_calibration(
@@ -273,7 +277,7 @@ def _print_calibration(summary: dict, outcome: Any, out: Path, args: argparse.Na
     loose = [c["name"] for c in outcome.verdict.criteria
              if c["uncertainty"] is not None and c["uncertainty"] > 0.1 * c["limit"]]
     if loose:
-        print(f"  note: the uncertainty of {', '.join(loose)} exceeds a tenth of its limit; a longer "
+        print(f"  note: the uncertainty of {', '.join(loose)} is over a tenth of the limit; a longer "
               f"{'--evaluate' if outcome.true_after is not None else '--verify'} narrows it")
     print(f"  wrote {out / 'table.json'}, summary.json, history.npz"
           + ("" if args.no_report else f"; report: {out / 'report.html'}"))

@@ -60,14 +60,15 @@ def is_output_of(path: Path, kind: str) -> bool:
     return _marker_ok(path / name, keys)
 
 
-def _probe(directory: Path, what: str) -> None:
+def _probe(directory: Path, what: str, path: Path) -> None:
     """Write and remove a probe file in ``directory``: the one test that finds read-only mounts for root too."""
     try:
         fd, tmp = tempfile.mkstemp(prefix=".eical-probe-", dir=directory)
         os.close(fd)
         os.unlink(tmp)
     except OSError as e:
-        raise CliError(f"{what} {directory}: not writable ({e.strerror or e})") from None
+        where = "" if directory == path else f" in {directory}"
+        raise CliError(f"{what} {path}: cannot write{where} ({e.strerror or e})") from None
 
 
 def _existing_parent(p: Path) -> Path:
@@ -94,12 +95,12 @@ def prepare_output_dir(path: Any, kind: str, *, overwrite: bool = False, option:
             shown = ", ".join(entries[:3]) + (", ..." if len(entries) > 3 else "")
             raise CliError(f"{option} {p}: holds files that are not an eical {kind} ({shown}); choose a new or empty "
                            f"directory, or add --overwrite to write into it")
-        _probe(p, option)
+        _probe(p, option, p)
     else:
         parent = _existing_parent(p)
         if not parent.is_dir():
             raise CliError(f"{option} {p}: {parent} is not a directory")
-        _probe(parent, option)
+        _probe(parent, option, p)
     return p
 
 
@@ -114,7 +115,7 @@ def check_output_file(path: Any, kind: str, *, overwrite: bool = False, option: 
     parent = p.absolute().parent
     if not parent.is_dir():
         raise CliError(f"{option} {p}: no such directory {parent}")
-    _probe(parent, option)
+    _probe(parent, option, p)
     return p
 
 
