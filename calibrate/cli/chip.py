@@ -215,8 +215,13 @@ def add_subcommands(subparsers: Any) -> None:
                                  description="Device profiles (device_profiles/*.yaml and $EICAL_PROFILE_PATH).")
     prof_sub = prof.add_subparsers(dest="profiles_command", metavar="ACTION")
     prof_sub.required = True
-    prof_sub.add_parser("list", help="list the known profiles").set_defaults(func=_cmd_profiles_list)
-    ps = prof_sub.add_parser("show", help="print a profile as validated (defaults filled in)")
+    prof_sub.add_parser("list", help="list the known profiles",
+                        description="List the profiles found in device_profiles/ and $EICAL_PROFILE_PATH, each with "
+                                    "its model, geometry and knobs (or why it is invalid).").set_defaults(
+        func=_cmd_profiles_list)
+    ps = prof_sub.add_parser("show", help="print a profile as validated (defaults filled in)",
+                             description="Print a profile (a name or a YAML path) as validated, with every default "
+                                         "filled in and its sha256.")
     ps.add_argument("name", help="profile name or YAML path")
     ps.set_defaults(func=_cmd_profiles_show)
     pv = prof_sub.add_parser("validate", help="check a profile file; one error line and exit 2 if invalid",
