@@ -15,8 +15,11 @@
 - ``uncertainty``: the figure's own standard error (null where it cannot be estimated, e.g. from one window).
 - ``complete``: false for a run that was interrupted; such a verdict is never met and judges nothing.
 
-A criterion that has no meaning for the chip (``rate_cv`` where knobs are shared by a core) is left out. A figure
-that could not be measured (no balance reference from the controller) is listed with a null value and not met.
+A criterion is met when its figure is at most its limit (``calibrate.criteria.judge``) and the figure was measured
+well enough to tell: its uncertainty is known and no larger than the limit itself (a verification of one window, or
+of a fraction of a second, judges nothing). A criterion that has no meaning for the chip (``rate_cv`` where knobs are
+shared by a core) is left out. A figure that could not be measured (no balance reference from the controller) is
+listed with a null value and not met.
 docs/verdicts.md has the definitions and the measured figures.
 """
 from __future__ import annotations
@@ -73,8 +76,10 @@ def describe(c: Mapping[str, Any]) -> str:
     v, u = c.get("value"), c.get("uncertainty")
     if v is None:
         return f"{c['name']} not measured (limit {c['limit']:g})"
-    rel = "<=" if c["met"] else ">"
     unc = f" (+-{u:.2g})" if u is not None else ""
+    if v <= c["limit"] and not c["met"]:
+        return f"{c['name']} {v:.3g}{unc}: too uncertain to judge against {c['limit']:g}"
+    rel = "<=" if c["met"] else ">"
     return f"{c['name']} {v:.3g} {rel} {c['limit']:g}{unc}"
 
 
@@ -83,8 +88,17 @@ def _num(x: Any) -> Optional[float]:
 
 
 def _criteria(judged: list, source: str) -> list[dict]:
-    return [{"name": c.name, "value": _num(c.value), "limit": float(c.limit), "met": bool(c.met), "source": source,
-             "uncertainty": _num(c.se)} for c in judged if c.applies]
+    out = []
+    for c in judged:
+        if not c.applies:
+            continue
+        u = _num(c.se)
+        # judged by value <= limit (calibrate.criteria.judge); a figure measured too poorly to tell (its own
+        # uncertainty unknown or over the limit itself) is not met either
+        met = bool(c.met) and u is not None and u <= c.limit
+        out.append({"name": c.name, "value": _num(c.value), "limit": float(c.limit), "met": met, "source": source,
+                    "uncertainty": u})
+    return out
 
 
 def _judge(fig: Mapping[str, Any], se: Mapping[str, float], spec: Any, shared: bool, targets: Any) -> list:

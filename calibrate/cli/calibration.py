@@ -318,20 +318,27 @@ def _cmd_track(args: argparse.Namespace) -> int:
 
 
 def _cmd_report(args: argparse.Namespace) -> int:
+    from hw_models.table import GainTable
+
     from ..diagnostics.report import saved_section
     from ..history import History
     from ..report import write_report
 
     d = Path(args.dir)
-    if not (d / "summary.json").is_file() or not (d / "history.npz").is_file():
-        raise CliError(f"{d}: not a calibration output directory (needs summary.json and history.npz)")
+    if not all((d / f).is_file() for f in ("summary.json", "history.npz", "table.json")):
+        raise CliError(f"{d}: not a calibration output directory (needs summary.json, history.npz and table.json)")
     summary = _read_summary(d)
     if summary.get("complete") is False:
         raise CliError(f"{d}: an incomplete calibration (interrupted); finish it with eical calibrate --resume {d}")
     if not isinstance(summary.get("chip"), dict) or not isinstance(summary.get("neurons"), dict):
         raise CliError(f"{d / 'summary.json'}: not a calibration summary")
+    GainTable.load(d / "table.json")  # TableError: exit 2 naming the file
     History.load(d / "history.npz")  # HistoryError: exit 2 naming the file, before the report reads it
-    path = write_report(d, extra_sections=[s for s in [saved_section(d)] if s])
+    try:
+        path = write_report(d, extra_sections=[s for s in [saved_section(d)] if s])
+    except (KeyError, TypeError, ValueError, IndexError) as e:  # a summary.json edited by hand, not by eical
+        raise CliError(f"{d / 'summary.json'}: not a calibration summary this eical can render "
+                       f"({type(e).__name__}: {str(e)[:80]})") from None
     print(f"wrote {path}")
     return ExitCode.OK
 

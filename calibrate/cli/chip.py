@@ -115,6 +115,7 @@ def _cmd_chip_export(args: argparse.Namespace) -> int:
     from hw_models.chip import draw_chip, export_npz
     from hw_models.profile import ProfileError, load_profile
 
+    check_output_file(args.out, "chip export", overwrite=args.overwrite)
     out = Path(args.out)
     if out.suffix != ".npz":  # numpy.savez would append it silently; say where the file went
         out = out.with_name(out.name + ".npz")

@@ -107,6 +107,8 @@ def prepare_output_dir(path: Any, kind: str, *, overwrite: bool = False, option:
 def check_output_file(path: Any, kind: str, *, overwrite: bool = False, option: str = "--out") -> Path:
     """The rule for a file output ``path`` of ``kind``: a new file, or one of the same kind, or ``--overwrite``."""
     p = Path(path)
+    if str(path) == "" or p.name in ("", ".", ".."):
+        raise CliError(f"{option} {str(path)!r}: expected a file path")
     if p.is_dir():
         raise CliError(f"{option} {p}: is a directory; give a file path")
     if p.exists() and not overwrite and not is_output_of(p, kind):
