@@ -234,9 +234,9 @@ def _calibrate_open_device(args: argparse.Namespace, spec: Any, out: Optional[Pa
 def _interrupted(e: Any, out: Path) -> int:
     from .exits import error_line, exit_code_for
 
-    n = len(e.outcome.result.history.iterations)
-    kept = f"kept {n} whole iterations in {out}/history.npz (summary.json incomplete); continue with: " \
-           f"eical calibrate --resume {out}"
+    r = e.outcome.result
+    kept = f"kept {r.iterations} iterations ({len(r.history)} windows) in {out}/history.npz, summary.json marked " \
+           f"incomplete; continue with: eical calibrate --resume {out}"
     if e.cause is None or isinstance(e.cause, KeyboardInterrupt):
         print(f"eical: error: interrupted: {kept}", flush=True, file=sys.stderr)
         return ExitCode.INTERRUPTED
