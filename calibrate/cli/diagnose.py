@@ -23,7 +23,6 @@ def _cmd_diagnose(args: argparse.Namespace) -> int:
     from hw_models.table import GainTable
 
     from ..backends import BackendUnavailable, lava_available
-    from ..diagnostics.session import run_diagnose
     from ..progress import PhaseProgress
 
     if args.backend == "lava":
@@ -32,6 +31,7 @@ def _cmd_diagnose(args: argparse.Namespace) -> int:
             raise BackendUnavailable(why)
     out = prepare_output_dir(args.out, "diagnosis", overwrite=args.overwrite)  # before anything runs
     table = GainTable.load(args.table) if args.table else None  # TableError -> exit 2
+    from ..diagnostics.session import run_diagnose  # the analysis libraries, once the arguments passed
     with PhaseProgress() as prog:
         def progress(phase: str, done: Optional[float], total: Optional[float]) -> None:
             if phase != prog.phase_name:
