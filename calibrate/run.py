@@ -193,7 +193,10 @@ def calibrate(device: Device, controller: Controller, *, targets: Targets = Targ
         if verify_ms > 0:
             _verify(device, controller, run, verify_ms, stop)
     except (KeyboardInterrupt, DeviceError) as e:
-        reason = "interrupted (Ctrl-C)" if isinstance(e, KeyboardInterrupt) else f"device error: {_line(e)}"
+        if isinstance(e, KeyboardInterrupt):
+            reason = f"interrupted ({e.args[0] if e.args else 'Ctrl-C'})"
+        else:
+            reason = f"device error: {_line(e)}"
         raise RunInterrupted(_partial(device, controller, run, start, t0), reason, e) from None
     except _Stop as e:
         raise RunInterrupted(_partial(device, controller, run, start, t0), e.reason) from None

@@ -229,7 +229,8 @@ def run_calibration(device: Device, *, controller: Union[str, Controller] = "dua
         outcome = _judge_and_diagnose(device, result, targets, spec, code_ref, settings, evaluate_s, diagnostics_s,
                                       start_codes, progress)
     except KeyboardInterrupt as e:
-        _interrupted(result, code_ref, settings, "interrupted (Ctrl-C) after the measurements", e, out)
+        why = e.args[0] if e.args else "Ctrl-C"
+        _interrupted(result, code_ref, settings, f"interrupted ({why}) after the measurements", e, out)
     if out is not None:
         outcome.write(out, report=report, progress=progress)
     return outcome

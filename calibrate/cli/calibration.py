@@ -172,7 +172,7 @@ def _cmd_calibrate(args: argparse.Namespace) -> int:
 
 
 def _sigterm(signum: int, frame: Any) -> None:  # a batch system ending the job: stop as Ctrl-C does, keep the record
-    raise KeyboardInterrupt
+    raise KeyboardInterrupt("SIGTERM")
 
 
 def _main_thread() -> bool:
@@ -238,7 +238,7 @@ def _interrupted(e: Any, out: Path) -> int:
     kept = f"kept {r.iterations} iterations ({len(r.history)} windows) in {out}/history.npz, summary.json marked " \
            f"incomplete; continue with: eical calibrate --resume {out}"
     if e.cause is None or isinstance(e.cause, KeyboardInterrupt):
-        print(f"eical: error: interrupted: {kept}", flush=True, file=sys.stderr)
+        print(f"eical: error: {e.reason}: {kept}", flush=True, file=sys.stderr)
         return ExitCode.INTERRUPTED
     code = exit_code_for(e.cause) or ExitCode.BOARD
     print(f"eical: {error_line(e.cause, code)}; {kept}", file=sys.stderr, flush=True)
