@@ -183,6 +183,9 @@ def test_a_directory_of_other_files_is_not_written_into_by_surprise(tmp_path, ei
     assert code == 0, err
     code, _, err = eical(*args)  # now a calibration directory: the next calibration replaces it
     assert code == 0, err
+    (d / "report.html").write_text("an earlier run's report")
+    code, _, err = eical(*args)
+    assert code == 0 and not (d / "report.html").exists()  # replaced: no stale file of the earlier run beside it
 
 
 def test_without_out_a_directory_named_after_the_chip_is_used_and_announced(tmp_path, eical, monkeypatch):

@@ -18,7 +18,7 @@ from .argtypes import add_seed_argument, add_threads_argument, positive_float, p
     temperature_ramp
 from .exits import CliError, ExitCode
 from .output import ProgressPrinter, fmt, note, print_json
-from .outputs import default_output_dir, prepare_output_dir
+from .outputs import clear_previous, default_output_dir, prepare_output_dir
 
 __all__ = ["add_subcommands"]
 
@@ -209,6 +209,8 @@ def _calibrate_open_device(args: argparse.Namespace, spec: Any, out: Optional[Pa
             note(f"no --out given: writing to {out}")
         from ..session import SessionInterrupted, run_calibration  # the analysis libraries: once the checks passed
 
+        if resume is None:
+            clear_previous(out, "calibration")  # an earlier calibration here is replaced, not mixed with this one
         pp = ProgressPrinter("measuring", max_iterations=args.max_iterations)
         try:
             outcome = run_calibration(

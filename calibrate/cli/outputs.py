@@ -25,7 +25,12 @@ from typing import Any, Optional
 
 from .exits import CliError
 
-__all__ = ["OUTPUT_KINDS", "prepare_output_dir", "check_output_file", "is_output_of", "default_output_dir"]
+__all__ = ["OUTPUT_KINDS", "prepare_output_dir", "check_output_file", "is_output_of", "default_output_dir",
+           "clear_previous"]
+
+#: the files a calibration writes, removed from an earlier calibration's directory before a new one is written there
+#: (so a new run without a report does not sit beside the old run's report)
+CALIBRATION_FILES = ("table.json", "report.html", "diagnostics.json", "diagnostics_section.html")
 
 #: directory kinds: the file that marks one, and the keys its JSON object has
 OUTPUT_KINDS: dict[str, tuple[str, tuple[str, ...]]] = {
@@ -134,3 +139,14 @@ def default_output_dir(uid: str, when: Optional[float] = None) -> Path:
         p = Path(f"{base}-{k}")
         k += 1
     return p
+
+
+def clear_previous(path: Path, kind: str) -> None:
+    """Before a new output of ``kind`` is written into ``path``: when it holds an earlier one, remove that one's
+    files (only the names the kind writes; nothing when the directory is not of the kind, e.g. with --overwrite)."""
+    if kind != "calibration" or not path.is_dir() or not is_output_of(path, kind):
+        return
+    for name in CALIBRATION_FILES:
+        f = path / name
+        if f.is_file():
+            f.unlink()
