@@ -25,7 +25,7 @@ from calibrate.cli.exits import ExitCode
 from hw_models.profile import list_profiles
 
 N_EXAMPLES = 150
-N_SLOW = 1500
+N_SLOW = 600
 CODES = {int(c) for c in ExitCode}
 fast = settings(max_examples=N_EXAMPLES, deadline=None, derandomize=True,
                 suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow,
