@@ -109,7 +109,8 @@ class History:
             with os.fdopen(fd, "wb") as f:
                 np.savez_compressed(
                     f, kind=np.array(self.kind, dtype="U16"), iteration=np.array(self.iteration, dtype=np.int64),
-                    window_ms=np.array(self.window_ms, dtype=float), hardware_ms=np.array(self.hardware_ms, dtype=float),
+                    window_ms=np.array(self.window_ms, dtype=float),
+                    hardware_ms=np.array(self.hardware_ms, dtype=float),
                     model_time_ms=np.array(self.model_time_ms, dtype=float), codes_e=np.array(self.codes_e),
                     codes_i=np.array(self.codes_i), spike_counts=np.array(self.spike_counts),
                     proxy_pa=np.array(self.proxy_pa), temperature_k=np.array(self.temperature_k, dtype=float),

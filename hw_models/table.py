@@ -104,7 +104,8 @@ class GainTable:
     def from_codes(cls, identity: DeviceIdentity, knobs: Mapping[str, KnobSpec], codes: Mapping[str, np.ndarray], *,
                    targets: Optional[dict] = None, metrics: Optional[dict] = None,
                    controller: Optional[dict] = None, verdict: Optional[dict] = None) -> "GainTable":
-        return cls(verdict=dict(verdict) if verdict is not None else None, chip_uid=identity.uid, profile=identity.profile, profile_sha256=identity.profile_sha256,
+        return cls(chip_uid=identity.uid, profile=identity.profile, profile_sha256=identity.profile_sha256,
+                   verdict=dict(verdict) if verdict is not None else None,
                    seed=identity.seed,
                    knobs={k: KnobTable(knobs[k].sharing, knobs[k].bits, [int(c) for c in np.asarray(codes[k])])
                           for k in sorted(codes)},
