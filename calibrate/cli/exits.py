@@ -93,7 +93,7 @@ def error_line(exc: BaseException, code: ExitCode) -> str:
     """The one line for ``exc``: what it says, and for a board the table it runs now."""
     text = exc.line() if hasattr(exc, "line") else str(exc)
     if code is ExitCode.IDENTITY and not hasattr(exc, "line"):
-        return f"identity mismatch: {text}"
+        return f"error: identity mismatch: {text}"
     if code is ExitCode.BACKEND:
-        return f"backend unavailable: {text}"
+        return f"error: backend unavailable: {text}"
     return f"error: {text}"

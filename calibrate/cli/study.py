@@ -112,7 +112,7 @@ def _cmd_yield(args: argparse.Namespace) -> int:
     _writable_dir(out, args.overwrite)
 
     def log(msg: str) -> None:
-        print(msg, file=sys.stderr, flush=True)
+        print(f"eical: note: {msg}", file=sys.stderr, flush=True)
 
     def on_term(signum, frame):  # SIGTERM (a batch system ending the job): stop like Ctrl-C, keep what finished
         raise KeyboardInterrupt
@@ -131,7 +131,7 @@ def _cmd_yield(args: argparse.Namespace) -> int:
         _print_human(outcome, out)
     missing = sum(p["missing"] for p in outcome.summary["points"])
     if outcome.errors or missing:
-        print(f"eical: {outcome.errors} chips raised an error and {missing} were not run; re-run the same command "
+        print(f"eical: error: {outcome.errors} chips raised an error and {missing} were not run; re-run the same command "
               f"to retry the missing ones (yield.json lists examples)", file=sys.stderr)
         return ExitCode.FAILED
     return ExitCode.OK
