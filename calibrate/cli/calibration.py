@@ -296,7 +296,7 @@ def _cmd_track(args: argparse.Namespace) -> int:
     if args.out is not None:
         prepare_output_dir(args.out, "tracking run", overwrite=args.overwrite)
     table = GainTable.load(args.table)
-    pp = ProgressPrinter("tracking")
+    pp = ProgressPrinter("tracking", max_iterations=args.checkpoints, counter="checkpoint")
     try:
         pp.phase("tracking", total=args.temperature_ramp[2], unit="s")
         result = run_tracking(args.profile, args.seed, table, Ramp(*args.temperature_ramp),

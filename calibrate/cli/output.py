@@ -32,10 +32,11 @@ class ProgressPrinter:
     ``balance_p95`` and ``phase``)."""
 
     def __init__(self, label: str, enabled: Optional[bool] = None, *, max_iterations: Optional[int] = None,
-                 console: Any = None):
+                 console: Any = None, counter: str = "iteration"):
         from ..progress import PhaseProgress
 
         self.label = label
+        self.counter = counter
         self.max_iterations = max_iterations
         self.p = PhaseProgress(enabled=enabled, console=console)
 
@@ -44,7 +45,7 @@ class ProgressPrinter:
 
     def __call__(self, it: int, t_s: float, record: Any) -> None:
         of = f"/{self.max_iterations}" if self.max_iterations is not None else ""
-        parts = [f"iteration {it}{of}"]
+        parts = [f"{self.counter} {it}{of}"]
         if record.rate_mean_hz is not None:
             parts.append(f"rate {record.rate_mean_hz:.2f} Hz")
         if record.rate_cv is not None:
