@@ -161,10 +161,15 @@ def test_cli_export_writes_the_dynapsim_format(eical, tmp_path):
     got = dynapsim.input_spikes(a)
     assert np.array_equal(got.steps, inputs.steps) and np.array_equal(got.sources, inputs.sources)
     assert np.array_equal(a["eical_spike_counts"], counts) and int(a["input_n_steps"]) == 2000
-    # never over a user's file
+    # the output-path rule (README, "Output paths"): an earlier export is replaced, a user's file never
     code, _, err = eical("chip", "export", "--profile", "dynapse2", "--seed", "4", "--format", "dynapsim",
                          "--out", out)
-    assert code == 2 and "exists" in err
+    assert code == 0, err
+    mine = tmp_path / "mine.npz"
+    mine.write_bytes(b"my own data")
+    code, _, err = eical("chip", "export", "--profile", "dynapse2", "--seed", "4", "--format", "dynapsim",
+                         "--out", mine)
+    assert code == 2 and "exists and is not an eical chip export" in err and mine.read_bytes() == b"my own data"
     # a cond_lif profile has no DynapSim form; --table belongs to --format dynapsim
     code, _, err = eical("chip", "export", "--profile", "bss2", "--format", "dynapsim", "--out", tmp_path / "b")
     assert code == 2 and "expected 'dpi' for --format dynapsim" in err

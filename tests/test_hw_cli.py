@@ -159,7 +159,7 @@ def test_simulate_opens_its_chip_through_the_backend_opener(eical, monkeypatch):
     assert code == 0, err
     assert calls[-1] == ("numpy", "devboard", 2, {"temperature_k": 305.0, "record_isyn": True})
     code, out, err = eical("simulate", "--profile", "devboard", "--backend", "lava")
-    assert code == 7 and out == "" and err.strip() == "eical: backend unavailable: no lava here"
+    assert code == 7 and out == "" and err.strip() == "eical: error: backend unavailable: no lava here"
 
 
 def test_chip_export(eical, tmp_path):

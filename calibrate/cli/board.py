@@ -98,6 +98,10 @@ def _cmd_flash(args: argparse.Namespace) -> int:
     client = None
     try:
         image = TableImage.load(args.table)
+        refused = _failed_verdict(args.table, args.force)
+        if refused:
+            print(f"eical: error: {refused}", file=sys.stderr)
+            return ExitCode.FAILED
         client = open_client(args.port, args.baud)
         report = flash_table(client, image, dry_run=args.dry_run, force=args.force, readback=not args.no_readback,
                              on_event=stage)
@@ -118,6 +122,21 @@ def _cmd_flash(args: argparse.Namespace) -> int:
     else:
         print(report.summary())
     return ExitCode.OK
+
+
+def _failed_verdict(path: str, force: bool) -> Optional[str]:
+    """The line refusing a table whose verdict failed (calibrate.verdict), unless ``--force``; None to go on."""
+    from hw_models.table import GainTable
+
+    from ..verdict import describe
+
+    table = GainTable.load(path)
+    if force or not table.verdict_failed:
+        return None
+    v = table.verdict
+    why = "its calibration was interrupted" if not v["complete"] else \
+        "its calibration did not meet the spec: " + "; ".join(describe(c) for c in v["criteria"] if not c["met"])
+    return f"{path}: not flashed: {why}; nothing was written (--force flashes it anyway)"
 
 
 def _hello_lines(h: Any) -> list[str]:
@@ -326,7 +345,8 @@ def add_subcommands(subparsers: Any) -> None:
     _port_args(p)
     p.add_argument("--dry-run", action="store_true", help="check identity, show the diff and a time estimate; write "
                    "nothing")
-    p.add_argument("--force", action="store_true", help="write even if the board already runs this table")
+    p.add_argument("--force", action="store_true", help="write even if the board already runs this table, or the "
+                   "table's verdict failed (refused otherwise, exit 1)")
     p.add_argument("--no-readback", action="store_true", help="skip reading the table back after the commit")
     p.add_argument("--json", action="store_true", help="print the result as one JSON object on stdout")
     p.set_defaults(func=_cmd_flash)

@@ -11,9 +11,10 @@ from typing import Any, Optional
 
 import numpy as np
 
-from .argtypes import add_threads_argument, nonneg_int, positive_float, seconds
+from .argtypes import add_seed_argument, add_threads_argument, positive_float, seconds
 from .exits import CliError, ExitCode
 from .output import note
+from .outputs import check_output_file
 
 __all__ = ["add_subcommands"]
 
@@ -121,13 +122,11 @@ def _cmd_chip_export_dynapsim(args: argparse.Namespace) -> int:
     if profile.model != "dpi":
         raise ProfileError(f"{profile.source}: model: expected 'dpi' for --format dynapsim (DynapSim simulates dpi "
                            f"neurons), got {profile.model!r}")
+    check_output_file(args.out, "chip export", overwrite=args.overwrite)
     out = Path(args.out)
     if out.suffix != ".npz":  # numpy would append it silently; say where the file goes
         out = out.with_name(out.name + ".npz")
-    if out.exists():
-        raise CliError(f"--out {out}: exists; remove it or choose another name (an export never overwrites a file)")
-    if not out.parent.is_dir():
-        raise CliError(f"--out {out}: no such directory {out.parent}")
+    check_output_file(out, "chip export", overwrite=args.overwrite)  # before anything is drawn
     table = GainTable.load(args.table) if args.table is not None else None  # TableError -> exit 2
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
@@ -165,6 +164,11 @@ def _cmd_chip_export(args: argparse.Namespace) -> int:
     from hw_models.chip import EXPORT_PARAMS, draw_chip, export_npz
     from hw_models.profile import ProfileError, load_profile
 
+    check_output_file(args.out, "chip export", overwrite=args.overwrite)
+    out = Path(args.out)
+    if out.suffix != ".npz":  # numpy.savez would append it silently; say where the file went
+        out = out.with_name(out.name + ".npz")
+    check_output_file(out, "chip export", overwrite=args.overwrite)  # before anything is drawn
     profile = load_profile(args.profile)
     if profile.model not in EXPORT_PARAMS:
         raise ProfileError(f"{profile.source}: model: expected one of {', '.join(EXPORT_PARAMS)} for a chip export "
@@ -177,9 +181,6 @@ def _cmd_chip_export(args: argparse.Namespace) -> int:
             raise _undrawable(e) from None
     for w in caught:
         note(str(w.message))
-    out = Path(args.out)
-    if out.suffix != ".npz":  # numpy.savez would append it silently; say where the file went
-        out = out.with_name(out.name + ".npz")
     try:
         export_npz(chip, out)
     except OSError as e:
@@ -220,10 +221,10 @@ def _cmd_profiles_validate(args: argparse.Namespace) -> int:
     from hw_models.profile import ProfileError, load_profile
 
     path = Path(args.file)
-    if not path.is_file():
-        raise ProfileError(f"{path}: cannot read: no such file")
-    p = load_profile(path)
-    print(f"{path}: ok ({p.name}, {p.model}, {p.n_neurons} neurons, sha256 {p.sha256[:12]})")
+    if path.exists() and not path.is_file():
+        raise ProfileError(f"{path}: cannot read: not a regular file")
+    p = load_profile(args.file)  # a path, or a profile's name (as `profiles show` takes it)
+    print(f"{p.source}: ok ({p.name}, {p.model}, {p.n_neurons} neurons, sha256 {p.sha256[:12]})")
     return ExitCode.OK
 
 
@@ -235,7 +236,7 @@ def add_subcommands(subparsers: Any) -> None:
                     "report per-neuron rates, the true window means of the balance proxy and of the net synaptic "
                     "current, and summary figures (rate CV across live neurons, balance index median and p95).")
     p.add_argument("--profile", required=True, help="profile name (see 'eical profiles list') or YAML path")
-    p.add_argument("--seed", type=nonneg_int, default=0, help="mismatch seed (default 0)")
+    add_seed_argument(p)
     add_threads_argument(p)
     p.add_argument("--duration", type=positive_float, default=10.0, metavar="SEC",
                    help="model time to simulate in seconds (default 10)")
@@ -256,8 +257,10 @@ def add_subcommands(subparsers: Any) -> None:
                                          "in the model's units, input and recurrent weights as CSR arrays, knob "
                                          "groups and DAC transfers, scalars; readable with numpy alone.")
     ex.add_argument("--profile", required=True, help="profile name or YAML path")
-    ex.add_argument("--seed", type=nonneg_int, default=0, help="mismatch seed (default 0)")
-    ex.add_argument("--out", required=True, help="output file (.npz)")
+    add_seed_argument(ex)
+    ex.add_argument("--out", required=True, help="output file (.npz): a new file or an earlier chip export "
+                    "(README, 'Output paths')")
+    ex.add_argument("--overwrite", action="store_true", help="replace --out even if it is not an eical chip export")
     ex.add_argument("--format", choices=("npz", "dynapsim"), default="npz",
                     help="npz: eical's portable chip file (default); dynapsim: a dpi chip as rockpool's DynapSim takes "
                          "it (docs/model.md, DynapSim)")
@@ -272,10 +275,17 @@ def add_subcommands(subparsers: Any) -> None:
                                  description="Device profiles (device_profiles/*.yaml and $EICAL_PROFILE_PATH).")
     prof_sub = prof.add_subparsers(dest="profiles_command", metavar="ACTION")
     prof_sub.required = True
-    prof_sub.add_parser("list", help="list the known profiles").set_defaults(func=_cmd_profiles_list)
-    ps = prof_sub.add_parser("show", help="print a profile as validated (defaults filled in)")
+    prof_sub.add_parser("list", help="list the known profiles",
+                        description="List the profiles found in device_profiles/ and $EICAL_PROFILE_PATH, each with "
+                                    "its model, geometry and knobs (or why it is invalid).").set_defaults(
+        func=_cmd_profiles_list)
+    ps = prof_sub.add_parser("show", help="print a profile as validated (defaults filled in)",
+                             description="Print a profile (a name or a YAML path) as validated, with every default "
+                                         "filled in and its sha256.")
     ps.add_argument("name", help="profile name or YAML path")
     ps.set_defaults(func=_cmd_profiles_show)
-    pv = prof_sub.add_parser("validate", help="check a profile file; one error line and exit 2 if invalid")
-    pv.add_argument("file", help="YAML file")
+    pv = prof_sub.add_parser("validate", help="check a profile file; one error line and exit 2 if invalid",
+                             description="Load and check a profile (a YAML path or a profile's name, as 'profiles "
+                                         "show' takes it); print one line, ok or what is wrong (exit 2).")
+    pv.add_argument("file", metavar="PROFILE", help="YAML file or profile name")
     pv.set_defaults(func=_cmd_profiles_validate)
