@@ -14,6 +14,7 @@ import sys
 from pathlib import Path
 from typing import Any, Optional
 
+from .argtypes import add_seed_argument
 from .exits import MEANING, ExitCode, exit_code_for
 
 __all__ = ["add_subcommands"]
@@ -21,12 +22,15 @@ __all__ = ["add_subcommands"]
 BOARD_CODES = (ExitCode.OK, ExitCode.USAGE, ExitCode.IDENTITY, ExitCode.LINK_LOST, ExitCode.VERIFY, ExitCode.BOARD,
                ExitCode.INTERRUPTED)
 EPILOG = "exit codes: " + "; ".join(f"{int(c)} {MEANING[c].split(':')[0]}" for c in BOARD_CODES)
+# a command that writes nothing to the board can only fail on its input, its link or the board's answer
+READ_EPILOG = "exit codes: " + "; ".join(f"{int(c)} {MEANING[c].split(':')[0]}" for c in (
+    ExitCode.OK, ExitCode.USAGE, ExitCode.LINK_LOST, ExitCode.BOARD, ExitCode.INTERRUPTED))
 
 
 def _fail(e: Any, cmd: str, as_json: bool) -> int:
     """One error line (and with ``--json`` one JSON object); the exit code of the error's kind."""
     code = exit_code_for(e) or ExitCode.BOARD
-    print(f"eical {cmd}: error: {e.line()}", file=sys.stderr)
+    print(f"eical: error: {e.line()}", file=sys.stderr)  # the one prefix of every command (cli/exits.py)
     if as_json:
         print(json.dumps({"ok": False, "exit_code": int(code), "error": e.message, "board_table": e.board_table}))
     return code
@@ -110,7 +114,7 @@ def _cmd_flash(args: argparse.Namespace) -> int:
     except KeyboardInterrupt:
         if progress:
             progress.finish()
-        print(f"eical flash: {stage.interrupted()}", file=sys.stderr)
+        print(f"eical: {stage.interrupted()}", file=sys.stderr)
         return ExitCode.INTERRUPTED
     finally:
         if progress:
@@ -146,7 +150,7 @@ def _hello_lines(h: Any) -> list[str]:
         f"board      {h.uid}",
         f"firmware   {h.firmware} (protocol {h.proto})",
         f"profile    {h.profile} (sha256 {h.profile_sha256[:16]}...)",
-        f"chip       {h.n_neurons} neurons, {h.n_cores} cores, {h.model}, dt {h.dt_ms} ms, speed-up {h.speedup:g}",
+        f"chip       {h.n_neurons} neurons, {h.n_cores} core{'s' if h.n_cores != 1 else ''}, {h.model}, dt {h.dt_ms} ms, speed-up {h.speedup:g}",
         f"knobs      {knobs}",
         f"table      {h.table_desc()}",
         f"boots      {h.boot_count}",
@@ -227,7 +231,7 @@ def _cmd_board_emulator(args: argparse.Namespace) -> int:
 
     test_chip = args.test_chip or (64 if args.micropython else None)
     if args.new and not args.nvm:
-        print("eical board-emulator: error: --new needs --nvm FILE", file=sys.stderr)
+        print("eical: error: --new needs --nvm FILE", file=sys.stderr)
         return ExitCode.USAGE
     try:
         return int(run_emulator(profile=args.profile, seed=args.seed, nvm_path=args.nvm, test_chip=test_chip,
@@ -238,7 +242,7 @@ def _cmd_board_emulator(args: argparse.Namespace) -> int:
         return _fail(e, "board-emulator", False)
     except (OSError, ValueError) as e:
         # ProfileError is a ValueError: unknown profile, bad YAML; OSError: NVM file, no micropython.
-        print(f"eical board-emulator: error: {e}", file=sys.stderr)
+        print(f"eical: error: {e}", file=sys.stderr)
         return ExitCode.USAGE
 
 
@@ -309,7 +313,7 @@ def _cmd_rollback(args: argparse.Namespace) -> int:
     except BridgeError as e:
         return _fail(e, "rollback", args.json)
     except KeyboardInterrupt:
-        print("eical rollback: interrupted: the board runs either its table or the previous one (see `eical info`)",
+        print("eical: interrupted: the board runs either its table or the previous one (see `eical info`)",
               file=sys.stderr)
         return ExitCode.INTERRUPTED
     finally:
@@ -351,7 +355,10 @@ def add_subcommands(subparsers: Any) -> None:
     p.add_argument("--json", action="store_true", help="print the result as one JSON object on stdout")
     p.set_defaults(func=_cmd_flash)
 
-    p = subparsers.add_parser("info", help="ask a board who it is and which table it runs (HELLO)", epilog=EPILOG)
+    p = subparsers.add_parser("info", help="ask a board who it is and which table it runs (HELLO)",
+                              description="Sends HELLO and prints the board's identity, firmware, chip, knobs, the "
+                              "table it runs (bank, generation, CRC), what a rollback would activate, and its boot "
+                              "count. Writes nothing to the board.", epilog=READ_EPILOG)
     _port_args(p)
     p.add_argument("--json", action="store_true", help="print HELLO as one JSON object on stdout")
     p.set_defaults(func=_cmd_info)
@@ -361,7 +368,7 @@ def add_subcommands(subparsers: Any) -> None:
                               "the board's CRC and writes it in the table.json format: the board's identity and "
                               "codes. What the board does not store (targets, metrics, the verdict, the seed) is "
                               "absent; 'controller' says it was read back (port, bank, generation, CRC). Flashing "
-                              "it back to the same board is 'already up to date'.", epilog=EPILOG)
+                              "it back to the same board is 'already up to date'.", epilog=READ_EPILOG)
     _port_args(p)
     p.add_argument("--out", "-o", required=True, metavar="TABLE", help="the table.json to write (refused if it "
                    "exists, unless --force)")
@@ -393,7 +400,7 @@ def add_subcommands(subparsers: Any) -> None:
                               description="Prints the pty path on the first line of stdout, then serves the "
                               "firmware with an emulated chip until killed. NVM persists in --nvm FILE.")
     p.add_argument("--profile", default="devboard", help="device profile of the emulated chip (default devboard)")
-    p.add_argument("--seed", type=int, default=0, help="mismatch seed of the emulated chip (default 0)")
+    add_seed_argument(p)
     p.add_argument("--nvm", metavar="FILE", help="eical NVM image holding the board's tables: an existing file is "
                    "used only when it is one (anything else is refused and left untouched), a missing one is "
                    "created (default: RAM only)")
@@ -409,7 +416,8 @@ def add_subcommands(subparsers: Any) -> None:
     p = subparsers.add_parser("nvm", help="check an NVM image file, or migrate one written before image headers",
                               description="check: is FILE an eical NVM image of this format? migrate: add the image "
                               "header to an NVM file from before format 1, keeping its tables (the old file stays "
-                              "as FILE.bak).", epilog=EPILOG)
+                              "as FILE.bak).", epilog="exit codes: 0 the image is good (or was migrated); 2 it is not an eical NVM image "
+                              "of this format, or cannot be migrated (one line says why)")
     p.add_argument("action", choices=("check", "migrate"), help="check or migrate")
     p.add_argument("file", metavar="FILE", help="the NVM file")
     p.set_defaults(func=_cmd_nvm)
