@@ -387,7 +387,11 @@ def add_subcommands(subparsers: Any) -> None:
     p.add_argument("--dry-run", action="store_true", help="say which table would become active; change nothing")
     p.add_argument("--json", action="store_true", help="print the result as one JSON object on stdout")
     p.set_defaults(func=_cmd_rollback)
+    _add_local_subcommands(subparsers)
 
+
+def _add_local_subcommands(subparsers: Any) -> None:
+    """The commands that talk to no particular board: ``devices``, ``board-emulator`` and ``nvm``."""
     p = subparsers.add_parser("devices", help="list eical boards on serial ports, and running board emulators",
                               description="Tries HELLO on every serial port the OS lists (short timeout) and on the "
                               "pty of every board emulator running here (they register in $XDG_RUNTIME_DIR/eical "
