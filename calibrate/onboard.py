@@ -242,11 +242,11 @@ class OnboardTrackingResult:
 def _board_through_ramp(profile: Any, seed: int, table: GainTable, ramp: Ramp, progress=None) -> dict:
     """Flash ``table`` to an in-process board with the emulated chip behind it, start the tracker, let the board
     run alone to the ramp's end, then take the status, the tracked table and the NVM comparison."""
-    from firmware_bridge.boardtable import read_board_table
     from firmware_bridge.emulator import ModelClock, NumpyChipPort, TemperatureRamp
     from firmware_bridge.firmware import nvm
     from firmware_bridge.firmware.board import Board
     from firmware_bridge.flash import TableImage, flash_table
+    from firmware_bridge.tables import read_board_table
     from firmware_bridge.testing import memory_client
     from hw_models.emulator import NumpyDevice
 
@@ -268,7 +268,7 @@ def _board_through_ramp(profile: Any, seed: int, table: GainTable, ramp: Ramp, p
     sim_cpu = time.process_time() - cpu
     status = client.track_status(detail=True)
     silent = status.frames == started.frames + 1 and abs(status.prev_frame_s - status.start_s) < 1e-9
-    tracked, _ = read_board_table(client, tracked=True)
+    tracked = read_board_table(client, tracked=True).table
     client.track_stop()
     return {"port": port, "status": status, "silent": silent, "frames": (started.frames, status.frames),
             "tracked": tracked, "nvm_unchanged": bytes(flash.mem) == nvm_before, "sim_cpu": sim_cpu,

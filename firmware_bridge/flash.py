@@ -17,6 +17,7 @@ commit point); this module adds the host's side of it:
 """
 from __future__ import annotations
 
+import struct
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -136,10 +137,20 @@ def tracker_to_firmware(tr: Mapping) -> dict:
             "offset": [float(x) for x in tr["adc_offset_pa"]]}
 
 
+def _shortest_f32(x: float) -> float:
+    """The shortest decimal whose f32 is ``x``'s (9 significant digits always are)."""
+    exact = struct.pack("<f", float(x))
+    for digits in range(6, 9):
+        y = float("%.*g" % (digits, float(x)))
+        if struct.pack("<f", y) == exact:
+            return y
+    return float("%.9g" % float(x))
+
+
 def tracker_from_firmware(t: Mapping) -> dict:
-    """The inverse of ``tracker_to_firmware`` (a tracker section read back from a board's NVM), numbers rounded to
-    what f32 holds."""
-    f = lambda x: float("%.7g" % float(x))  # noqa: E731
+    """The inverse of ``tracker_to_firmware`` (a tracker section read back from a board's NVM), each number the
+    shortest decimal that is the same f32, so that the section writes back byte for byte."""
+    f = _shortest_f32
     return {"boot": "on" if t["boot"] else "off", "band": f(t["band"]), "window_s": t["window_ms"] / 1000.0,
             "splits": int(t["splits"]), "halflife_s": t["halflife_ms"] / 1000.0,
             "dev_halflife_s": t["dev_halflife_ms"] / 1000.0, "rate_hz": f(t["rate_hz"]), "fano": f(t["fano"]),

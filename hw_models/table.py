@@ -9,6 +9,8 @@ Format (DESIGN.md "Files")::
       "targets": {"rate_hz": 10.0, "proxy_pa": 0.0},
       "metrics": {"before": {...}, "after": {...}},
       "controller": {"name": "dual-loop", "settings": {...}},
+      "verdict": {"met": true, "complete": true, "criteria": [{"name": "rate_cv", "value": 0.041, "limit": 0.05,
+                  "met": true, "source": "true", "uncertainty": 0.0015}, ...]},
       "created": "2026-11-23T05:00:00Z",
       "eical_version": "0.1.0",
       "tracker": {...}                      (format 2 only: what the on-board tracker needs; see below)
@@ -36,6 +38,9 @@ the host's calibration learnt and the board's tracker reuses, and the tracker's 
 A table is tied to one chip: ``check_identity`` refuses a chip with another uid or profile hash, and
 ``check_knobs`` refuses codes that do not fit the chip's knobs. Both raise ``TableError`` subclasses with one
 clear line.
+
+``verdict`` (optional; tables made before it have none and still load) is the calibration's verdict against its spec
+(``calibrate.verdict``); ``eical flash`` refuses a table whose verdict failed unless forced.
 """
 from __future__ import annotations
 
@@ -52,7 +57,8 @@ from .device import DeviceIdentity, KnobSpec
 from .files import decode_utf8, read_limited, value_problem
 
 __all__ = ["GainTable", "KnobTable", "TableError", "IdentityMismatch", "SCHEMA_NAME", "SCHEMA_VERSION",
-           "SCHEMA_VERSIONS", "TABLE_MAX_BYTES", "TRACKER_DEFAULTS", "check_tracker"]
+           "SCHEMA_VERSIONS", "TABLE_MAX_BYTES", "TRACKER_DEFAULTS", "check_tracker", "VERDICT_SOURCES",
+           "check_verdict"]
 
 SCHEMA_NAME = "eical-gain-table"
 SCHEMA_VERSION = 2  # the newest format written (only when the table has a tracker section; else 1)
@@ -74,6 +80,7 @@ _TRACKER_RANGES = {
     "gamma": (-50.0, 50.0, True), "sat_ratio": (1.0, 1e3, False), "silent_expected": (0.0, 1e6, False),
     "max_step": (0.0, 1.0, False),
 }
+VERDICT_SOURCES = ("true", "measured")  # a figure judged on emulator truth, or as a board measured it
 
 
 class TableError(ValueError):
@@ -125,13 +132,20 @@ class GainTable:
     created: str = ""
     eical_version: str = ""
     tracker: Optional[dict] = None  # format 2: the on-board tracker's section (module docstring)
+    verdict: Optional[dict] = None
+
+    @property
+    def verdict_failed(self) -> bool:
+        """The table carries a verdict, and it is not met."""
+        return self.verdict is not None and not self.verdict["met"]
 
     # -- construction -----------------------------------------------------------------------------------------
     @classmethod
     def from_codes(cls, identity: DeviceIdentity, knobs: Mapping[str, KnobSpec], codes: Mapping[str, np.ndarray], *,
                    targets: Optional[dict] = None, metrics: Optional[dict] = None,
-                   controller: Optional[dict] = None) -> "GainTable":
+                   controller: Optional[dict] = None, verdict: Optional[dict] = None) -> "GainTable":
         return cls(chip_uid=identity.uid, profile=identity.profile, profile_sha256=identity.profile_sha256,
+                   verdict=dict(verdict) if verdict is not None else None,
                    seed=identity.seed,
                    knobs={k: KnobTable(knobs[k].sharing, knobs[k].bits, [int(c) for c in np.asarray(codes[k])])
                           for k in sorted(codes)},
@@ -157,6 +171,8 @@ class GainTable:
         }
         if self.tracker is not None:
             d["tracker"] = self.tracker
+        if self.verdict is not None:
+            d["verdict"] = self.verdict
         return d
 
     def to_json(self) -> str:
@@ -190,7 +206,7 @@ class GainTable:
         if not isinstance(d, dict):
             raise fail("<top>", "a JSON object", type(d).__name__)
         allowed = {"schema", "chip", "knobs", "targets", "metrics", "controller", "created", "eical_version",
-                   "tracker"}
+                   "tracker", "verdict"}
         for k in d:
             if k not in allowed:
                 raise TableError(f"{where}: {_short(k, 60)}: unknown key; expected one of {', '.join(sorted(allowed))}")
@@ -238,10 +254,11 @@ class GainTable:
             tracker = check_tracker(d["tracker"], knobs, where)
         elif version >= 2:
             raise fail("tracker", "the tracker section of a format-2 table", None)
+        verdict = check_verdict(d["verdict"], fail) if d.get("verdict") is not None else None
         return cls(chip_uid=chip["uid"], profile=chip["profile"], profile_sha256=chip["profile_sha256"], seed=seed,
                    knobs=knobs, targets=d.get("targets", {}), metrics=d.get("metrics", {}),
                    controller=d.get("controller", {}), created=str(d.get("created", "")),
-                   eical_version=str(d.get("eical_version", "")), tracker=tracker)
+                   eical_version=str(d.get("eical_version", "")), tracker=tracker, verdict=verdict)
 
     @classmethod
     def load(cls, path) -> "GainTable":
@@ -337,6 +354,40 @@ def check_tracker(tr: Any, knobs: Mapping[str, "KnobTable"], where: str = "<dict
         raise fail("adc_offset_pa", f"a multiple of the {G} groups (one number per neuron)",
                    f"{len(out['adc_offset_pa'])} numbers")
     return out
+
+
+def check_verdict(v: Any, fail: Any) -> dict:
+    """A table's ``verdict`` as the module docstring shows it; ``fail(path, expected, got)`` makes the error."""
+    if not isinstance(v, dict):
+        raise fail("verdict", "an object", v)
+    for k in v:
+        if k not in ("met", "complete", "criteria"):
+            raise fail(f"verdict.{str(k)[:40]}", "only the keys met, complete and criteria", k)
+    for k in ("met", "complete"):
+        if not isinstance(v.get(k), bool):
+            raise fail(f"verdict.{k}", "true or false", v.get(k))
+    crit = v.get("criteria")
+    if not isinstance(crit, list) or len(crit) > 64:
+        raise fail("verdict.criteria", "a list of at most 64 criteria", crit)
+    keys = {"name", "value", "limit", "met", "source", "uncertainty"}
+    for i, c in enumerate(crit):
+        at = f"verdict.criteria[{i}]"
+        if not isinstance(c, dict) or set(c) != keys:
+            raise fail(at, "an object with name, value, limit, met, source, uncertainty", c)
+        if not isinstance(c["name"], str) or not 0 < len(c["name"]) <= 64:
+            raise fail(f"{at}.name", "a criterion name", c["name"])
+        for k, nullable in (("value", True), ("limit", False), ("uncertainty", True)):
+            x = c[k]
+            bad = isinstance(x, bool) or not isinstance(x, (int, float)) or not math.isfinite(x)
+            if (x is None and not nullable) or (x is not None and bad):
+                raise fail(f"{at}.{k}", "a finite number" + (" or null" if nullable else ""), x)
+        if not isinstance(c["met"], bool):
+            raise fail(f"{at}.met", "true or false", c["met"])
+        if c["source"] not in VERDICT_SOURCES:
+            raise fail(f"{at}.source", "'true' or 'measured'", c["source"])
+    if v["met"] and (not v["complete"] or not all(c["met"] for c in crit)):
+        raise fail("verdict.met", "false, as the run is incomplete or a criterion failed", v["met"])
+    return {"met": v["met"], "complete": v["complete"], "criteria": [dict(c) for c in crit]}
 
 
 def _short(v: Any, limit: int = 80) -> str:

@@ -9,7 +9,7 @@ import dataclasses
 
 import pytest
 
-from firmware_bridge.boardtable import read_board_table
+from firmware_bridge.tables import read_board_table
 from firmware_bridge.client import TrackerStatus
 from firmware_bridge.errors import BoardError, BridgeError
 from firmware_bridge.firmware import board as B
@@ -139,6 +139,27 @@ def test_a_flash_during_tracking_stops_the_tracker_first():
     assert not st.running and st.why == "stopped by a flash"
 
 
+def test_a_rollback_during_tracking_stops_the_tracker_first_and_a_query_does_not():
+    from firmware_bridge.tables import previous_table, rollback
+
+    r = Rig()
+    first = r.flash_image(value=120)
+    r.flash_image(value=136)
+    r.client.track_start()
+    r.run(2)
+    nvm_before = bytes(r.flash.mem)
+    assert previous_table(r.client)["generation"] == 1  # a query leaves the tracker running
+    st = r.client.track_status()
+    assert st.running and r.board.state == B.TRACKING and bytes(r.flash.mem) == nvm_before
+    rep = rollback(r.client)
+    assert rep.outcome == "rolled-back"
+    st = r.client.track_status()
+    assert not st.running and st.why == "stopped by a rollback" and r.board.state == B.IDLE
+    assert r.client.read_ram_codes() == {k: list(v.codes) for k, v in first.knobs.items()}  # the previous table runs
+    # the board serves the host again (SET_CODES is no longer refused)
+    r.client.set_codes({"gain_e": [100] * N})
+
+
 def test_the_board_counts_frames_so_a_silent_host_is_provable():
     r = Rig()
     r.flash_image()
@@ -173,13 +194,17 @@ def test_stop_keeps_or_reverts_the_codes():
 def test_tracked_codes_come_back_as_a_table_that_flashes(tmp_path):
     r = Rig()
     r.flash_image()
-    plain, none = read_board_table(r.client)  # what `eical read-table` saves (the NVM's table)
-    assert none is None and plain.controller["name"] == "board-nvm" and plain.tracker["boot"] == "off"
+    bt = read_board_table(r.client)  # what `eical read-table` saves (the NVM's table)
+    plain = bt.table
+    assert bt.tracker_status is None and plain.controller["name"] == "read-back" and plain.tracker["boot"] == "off"
+    # the tracker section comes back as it was flashed: flashing the read-back table is "already up to date"
+    assert flash_table(r.client, TableImage.from_gain_table(plain)).outcome == "up-to-date"
     with pytest.raises(BridgeError, match="has not run since boot"):
         read_board_table(r.client, tracked=True)
     r.client.track_start()
     r.run(12)
-    table, st = read_board_table(r.client, tracked=True)
+    tbt = read_board_table(r.client, tracked=True)
+    table, st = tbt.table, tbt.tracker_status
     assert st.windows == 12 and table.controller["name"] == "on-board-tracker"
     assert {k: v.codes for k, v in table.knobs.items()} == r.client.read_ram_codes()
     assert table.tracker["adc_offset_pa"] == plain.tracker["adc_offset_pa"]
@@ -187,7 +212,7 @@ def test_tracked_codes_come_back_as_a_table_that_flashes(tmp_path):
     back = GainTable.load(tmp_path / "tracked.json")
     rep = flash_table(r.client, TableImage.load(tmp_path / "tracked.json"))
     assert rep.outcome == "flashed"
-    assert read_board_table(r.client)[0].knobs["gain_e"].codes == back.knobs["gain_e"].codes
+    assert read_board_table(r.client).table.knobs["gain_e"].codes == back.knobs["gain_e"].codes
     # the band is now centred on the tracked codes
     r.client.track_start()
     assert r.board.tracker.code0_e.tolist() == back.knobs["gain_e"].codes

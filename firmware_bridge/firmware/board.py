@@ -15,12 +15,12 @@
 #         so in a comment.
 # Rule 3 (safety): everything that touches the NVM goes through nvm.Store, whose rules make every interruption
 #         end in the complete old table or the complete new one.
-# Rule 4 (RAM vs NVM): SET_CODES changes the codes in RAM only. At boot and at COMMIT the RAM codes become the
-#         active table's codes (the profile's reference code everywhere on an empty board).
+# Rule 4 (RAM vs NVM): SET_CODES changes the codes in RAM only. At boot, at COMMIT and at ROLLBACK the RAM codes
+#         become the active table's codes (the profile's reference code everywhere on an empty board).
 # Rule 5 (the on-board tracker, tracker.py): while it runs (state TRACKING) the chip is the tracker's: the board
 #         runs one tracker sub-window per ``tick()`` (its I/O loop calls it whenever no request is waiting) and
 #         writes the tracker's codes to RAM, never to the NVM. The host may ask (HELLO, READ_TABLE, TRACK_STATUS,
-#         TRACK_READ) and stop it; SET_CODES and MEASURE are refused (E_STATE). FLASH_BEGIN stops it first. A
+#         TRACK_READ) and stop it; SET_CODES and MEASURE are refused (E_STATE). FLASH_BEGIN and ROLLBACK stop it first. A
 #         reset boots the flashed table with the tracker as the table says (its tracker section's ``boot``).
 #
 # States: IDLE (no flash session), OPEN (BEGIN done, data may be written), VERIFIED (the written payload's CRC
@@ -36,7 +36,7 @@ from . import nvm
 from . import tracker as TR
 from . import wire as W
 
-FW_VERSION = (0, 2, 0)
+FW_VERSION = (0, 3, 0)  # 0.2: ROLLBACK; 0.3: the on-board tracker (TRACK_*, TRACKING, table format 2)
 
 IDLE = 0
 OPEN = 1
@@ -95,6 +95,10 @@ TRANSITIONS = {
     # A flash stops the tracker first (the handler does it before anything else).
     (TRACKING, W.T_FLASH_BEGIN): OPEN,
 }
+# ROLLBACK only outside a flash session: an open session is writing the very bank a rollback would activate.
+TRANSITIONS[(IDLE, W.T_ROLLBACK)] = IDLE
+# In TRACKING a query leaves the tracker running; a rollback stops it first (Rule 5), and the board is IDLE after.
+TRANSITIONS[(TRACKING, W.T_ROLLBACK)] = TRACKING
 
 
 class Board:
@@ -185,6 +189,7 @@ class Board:
             W.T_TRACK_STATUS: self.on_track_status,
             W.T_TRACK_READ: self.on_track_read,
         }
+        self.handlers[W.T_ROLLBACK] = self.on_rollback
 
     # -- bytes in, bytes out --
 
@@ -233,6 +238,8 @@ class Board:
                 status, payload = W.E_INTERNAL, b""
             if status == W.OK:
                 self.state = nxt
+            if self.state == TRACKING and (self.tracker is None or not self.tracker.running):
+                self.state = IDLE  # TRACKING only while the tracker runs (a rollback stopped it)
             out = self.reply(rtype, f.seq, status, payload)
         self._last_key = key
         self._last_reply = out
@@ -580,6 +587,48 @@ class Board:
             return W.E_RANGE, b""
         k = min(count, total - first, (self.max_payload - 12) // width)
         return W.OK, M.pack_track_read_reply(what, knob, first, total, list(values[first:first + k]), spec["bits"])
+
+    def on_rollback(self, payload):
+        """ROLLBACK: query (mode 0) or activate (mode 1) the previous table in the other bank (nvm Rule 4).
+
+        E_RANGE: no table, or no valid previous table to go back to. E_STATE (mode 1): the active table is not
+        the one the host names (it changed since the host looked). E_NVM: the flash failed, or the write did not
+        take (the board still runs its table, or the previous one: the reply's HELLO says which)."""
+        mode, gen, crc = M.unpack_rollback(payload)
+        if mode > M.ROLLBACK_DO:
+            return W.E_RANGE, b""
+        if mode == M.ROLLBACK_DO and self.state == TRACKING:
+            self.stop_tracker(TR.WHY_ROLLBACK)  # Rule 5: the tracker stops first, whatever becomes of the rollback
+        a = self.store.active
+        if a is None:
+            return W.E_RANGE, b""
+        if mode == M.ROLLBACK_DO and (a["gen"] != gen or a["crc"] != crc):
+            return W.E_STATE, b""
+        t = self.store.rollback_target()
+        if t is None:
+            return W.E_RANGE, b""
+        if mode == M.ROLLBACK_QUERY:
+            return W.OK, M.pack_rollback_reply(t["bank"], t["gen"], t["crc"], t["length"])
+        try:
+            now = self.store.revoke_active()
+        except OSError:
+            now = self.store.active  # rescanned: what the NVM holds, whatever the flash reported
+        # Done when the previous table is what the NVM now activates (a write the flash reported failed may still
+        # have broken the header's magic: the rollback happened); anything else is E_NVM.
+        status = W.OK if now is not None and now["bank"] == t["bank"] and now["gen"] == t["gen"] else W.E_NVM
+        # RAM follows the NVM whatever happened (Rule 4 above): the codes of the table active now.
+        if now is not None:
+            self.codes = [list(c) for c in now["codes"]]
+        else:
+            self.codes = [[k["code_ref"]] * k["n_groups"] for k in self.knobs]
+        self._dirty = True
+        try:
+            self.push_codes()
+        except Exception:
+            return (W.E_CHIP if status == W.OK else status), b""
+        if status != W.OK:
+            return status, b""
+        return W.OK, M.pack_rollback_reply(now["bank"], now["gen"], now["crc"], now["length"])
 
 
 def to_fa(p):

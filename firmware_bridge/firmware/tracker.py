@@ -56,8 +56,9 @@ WHY_HOST = 1  # stopped by TRACK_STOP
 WHY_FLASH = 2  # stopped by FLASH_BEGIN: a flash always stops the tracker first
 WHY_CHIP = 3  # the chip failed a measurement
 WHY_ALL_FROZEN = 4  # every group is frozen: nothing left to track
+WHY_ROLLBACK = 5  # stopped by ROLLBACK: the board went back to its previous table
 WHY_TEXT = ("not started since boot", "stopped by the host", "stopped by a flash", "the chip failed a measurement",
-            "every group is frozen")
+            "every group is frozen", "stopped by a rollback")
 
 # Per-group flags (TRACK_READ kind 1)
 F_SILENT = 1  # frozen: a neuron of the group went silent
