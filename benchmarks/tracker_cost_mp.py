@@ -90,5 +90,6 @@ garbage.sort()
 print(json.dumps({"n": N, "windows": WINDOWS, "implementation": sys.implementation.name,
                   "subwindow_us": sub_us[len(sub_us) // 2], "window_end_us": end_us[len(end_us) // 2],
                   "window_us": sub_us[len(sub_us) // 2] * (SPLITS - 1) + end_us[len(end_us) // 2],
+                  "window_min_us": sub_us[0] * (SPLITS - 1) + end_us[0],
                   "state_bytes": m1 - m0, "alloc_bytes_per_window": garbage[len(garbage) // 2],
                   "heap_peak_bytes": peak, "mode": MODE, "windows_done": tr.windows}))
