@@ -58,7 +58,7 @@ def cost_table() -> list[dict]:
 
 
 def print_cost(rows: list[dict]) -> None:
-    print("Per-window cost of the tracker (5 s window read as 4 sub-windows; wall time, median and best of 12 "
+    print("Per-window cost of the tracker (2.5 s window read as 4 sub-windows; wall time, median and best of 12 "
           "windows, garbage collection included; x86-64 unix port: a float is a 32-byte heap object here, 16 on a "
           "32-bit MCU)")
     print(f"{'neurons':>8} {'MicroPython window':>22} {'sub-window':>11} {'window end':>11} {'state':>9} "

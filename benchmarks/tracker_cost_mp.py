@@ -33,7 +33,7 @@ def lcg(state):
 
 
 def params():
-    p = {"window_ms": 5000, "splits": SPLITS, "halflife_ms": 15000, "dev_halflife_ms": 0, "boot": 0, "band": 0.25,
+    p = {"window_ms": 2500, "splits": SPLITS, "halflife_ms": 15000, "dev_halflife_ms": 0, "boot": 0, "band": 0.25,
          "rate_hz": 10.0, "fano": 1.2, "rate_se": 0.035, "balance_se": 0.015, "gamma": 1.0, "sat_ratio": 4.0,
          "silent_expected": 20.0, "max_step": 0.1}
     p["beta"] = array("f", [2.0] * N)

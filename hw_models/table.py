@@ -67,7 +67,7 @@ SCHEMA_VERSIONS = (1, 2)  # formats read
 # The tracker section's settings and their defaults (the per-group and per-neuron arrays have none). The board's
 # firmware keeps the same defaults (firmware_bridge/firmware/tracker.py, in ms where this says s).
 TRACKER_DEFAULTS = {
-    "boot": "off", "band": 0.25, "window_s": 5.0, "splits": 4, "halflife_s": 15.0, "dev_halflife_s": 0.0,
+    "boot": "off", "band": 0.25, "window_s": 2.5, "splits": 4, "halflife_s": 15.0, "dev_halflife_s": 0.0,
     "rate_hz": 10.0, "fano": 1.2, "rate_se": 0.035, "balance_se": 0.015, "gamma": 0.0, "sat_ratio": 4.0,
     "silent_expected": 20.0, "max_step": 0.1,
 }

@@ -300,7 +300,7 @@ def test_format_1_tables_load_and_keep_their_nvm_bytes():
 
 def test_format_2_round_trips_through_json_and_nvm(tmp_path):
     t = GainTable.from_dict(table_dict())
-    assert t.tracker["boot"] == "on" and t.tracker["window_s"] == 5.0  # defaults filled in
+    assert t.tracker["boot"] == "on" and t.tracker["window_s"] == 2.5  # defaults filled in
     t.save(tmp_path / "t.json")
     t2 = GainTable.load(tmp_path / "t.json")
     assert t2.tracker == t.tracker and t2.to_dict()["schema"]["version"] == 2
@@ -308,7 +308,7 @@ def test_format_2_round_trips_through_json_and_nvm(tmp_path):
     payload = nvm.encode_table([{"name": "gain_e", "sharing": 0, "bits": 8, "codes": [64] * 4},
                                 {"name": "gain_i", "sharing": 0, "bits": 8, "codes": [64] * 4}], tracker=fw)
     knobs, back = nvm.decode_payload(payload)
-    assert payload[4] == 2 and back["boot"] == 1 and back["window_ms"] == 5000
+    assert payload[4] == 2 and back["boot"] == 1 and back["window_ms"] == 2500
     assert check_tracker(tracker_from_firmware(back), t2.knobs) == t2.tracker
 
 

@@ -70,7 +70,7 @@ FROZEN = F_SILENT | F_SATURATED | F_NO_GAIN
 
 # Defaults of the table's tracker section (hw_models/table.py documents each; the host writes them all)
 DEFAULTS = {
-    "boot": 0, "band": 0.25, "window_ms": 5000, "splits": 4, "halflife_ms": 15000, "dev_halflife_ms": 0,
+    "boot": 0, "band": 0.25, "window_ms": 2500, "splits": 4, "halflife_ms": 15000, "dev_halflife_ms": 0,
     "rate_hz": 10.0, "fano": 1.2, "rate_se": 0.035, "balance_se": 0.015, "gamma": 0.0, "sat_ratio": 4.0,
     "silent_expected": 20.0, "max_step": 0.1,
 }
