@@ -50,6 +50,10 @@ try:
 except ImportError:  # pragma: no cover - very old MicroPython ports
     from uarray import array
 
+from .trend import Trend, quantile, zeros  # noqa: F401  (Trend and quantile are this module's as before)
+from .tracker_codes import (F_BAND_E, F_BAND_I, F_NO_GAIN, F_SATURATED, F_SILENT, FROZEN,  # noqa: F401
+                            TrackerCodes)
+
 # Why the tracker is not running (STATUS ``why``)
 WHY_NEVER = 0  # not started since boot (the table says off at boot, or there is no tracker section)
 WHY_HOST = 1  # stopped by TRACK_STOP
@@ -60,14 +64,6 @@ WHY_ROLLBACK = 5  # stopped by ROLLBACK: the board went back to its previous tab
 WHY_TEXT = ("not started since boot", "stopped by the host", "stopped by a flash", "the chip failed a measurement",
             "every group is frozen", "stopped by a rollback")
 
-# Per-group flags (TRACK_READ kind 1)
-F_SILENT = 1  # frozen: a neuron of the group went silent
-F_SATURATED = 2  # frozen: a neuron of the group saturated
-F_NO_GAIN = 4  # frozen from the start: a flashed code of 0 (no gain to scale)
-F_BAND_E = 16  # gain_e was clipped to the band in the last window
-F_BAND_I = 32  # gain_i was clipped to the band in the last window
-FROZEN = F_SILENT | F_SATURATED | F_NO_GAIN
-
 # Defaults of the table's tracker section (hw_models/table.py documents each; the host writes them all)
 DEFAULTS = {
     "boot": 0, "band": 0.25, "window_ms": 2500, "splits": 4, "halflife_ms": 15000, "dev_halflife_ms": 0,
@@ -75,106 +71,12 @@ DEFAULTS = {
     "silent_expected": 20.0, "max_step": 0.1,
 }
 
+SHRINK_RATE = None  # the rate line's slope shrinkage (None: Trend.SHRINK)
+SHRINK_RATIO = None  # the ratio line's
 ANCHOR_MAX = 4.0  # the warm start's point on a drift line weighs at most this many windows
 
 
-def zeros(typecode, n):
-    a = array(typecode)
-    for _ in range(n):
-        a.append(0)
-    return a
-
-
-def quantile(values, q):
-    """The q-quantile of a list of floats (linear interpolation; sorts a copy: only for STATUS, not per window)."""
-    v = sorted(values)
-    if not v:
-        return 0.0
-    x = q * (len(v) - 1)
-    i = int(x)
-    if i + 1 >= len(v):
-        return v[-1]
-    return v[i] + (x - i) * (v[i + 1] - v[i])
-
-
-class Trend:
-    """An exponentially weighted straight line y(t) through one point per window; times are kept relative to
-    the present (``shift`` moves them), so the sums stay bounded however long the tracker runs.
-
-    The slope is shrunk by t^2 / (t^2 + SHRINK), t its own signal-to-noise ratio (one window's noise over the
-    spread of the times): a slope from a few noisy windows extrapolated half a window ahead was the worst error of
-    the first version (an early devboard checkpoint 10 % below target), while a line through a clear drift is used
-    almost whole. SHRINK 1 against 4 and 0 on 11 chips through the 10 K ramp (docs/controller.md): worst rate
-    error 5.6 % on average against 6.5 % and 5.4 %, the last with four chips over 0.05 in balance, not two."""
-
-    __slots__ = ("s0", "s1", "s2", "sy", "sty", "syy", "sww", "n")
-
-    SHRINK = 1.0
-
-    def __init__(self):
-        self.s0 = 0.0
-        self.s1 = 0.0
-        self.s2 = 0.0
-        self.sy = 0.0
-        self.sty = 0.0
-        self.syy = 0.0
-        self.sww = 0.0
-        self.n = 0
-
-    def shift(self, dt, decay):
-        """Time moves on by ``dt``: every stored time becomes t - dt, and every old weight is multiplied by
-        ``decay``."""
-        s0, s1 = self.s0, self.s1
-        self.s2 = (self.s2 - 2.0 * dt * s1 + dt * dt * s0) * decay
-        self.s1 = (s1 - dt * s0) * decay
-        self.sty = (self.sty - dt * self.sy) * decay
-        self.s0 = s0 * decay
-        self.sy = self.sy * decay
-        self.syy = self.syy * decay
-        self.sww = self.sww * decay * decay
-
-    def add(self, t, y, w):
-        self.s0 += w
-        self.s1 += w * t
-        self.s2 += w * t * t
-        self.sy += w * y
-        self.sty += w * t * y
-        self.syy += w * y * y
-        self.sww += w * w
-        self.n += 1
-
-    def mean(self, default):
-        return self.sy / self.s0 if self.n and self.s0 > 0.0 else default
-
-    def slope(self, noise_var):
-        """The slope, shrunk by t^2 / (t^2 + SHRINK) (0 until three windows are in). ``noise_var``: the variance of
-        one window's point, from the scatter of its sub-windows (known from the first window on; the residuals of
-        a line through three points would say almost nothing)."""
-        s0 = self.s0
-        if self.n < 3 or s0 <= 0.0:
-            return 0.0
-        tbar = self.s1 / s0
-        mean = self.sy / s0
-        stt = self.s2 - s0 * tbar * tbar
-        if stt <= 1e-12 * max(self.s2, 1e-30):
-            return 0.0
-        b = (self.sty - s0 * tbar * mean) / stt
-        if noise_var < 0.0:
-            return 0.0
-        var_b = noise_var / stt * (self.sww / s0)
-        if var_b <= 0.0:
-            return b
-        t2 = b * b / var_b
-        return b * t2 / (t2 + self.SHRINK)
-
-    def predict(self, t, default, noise_var):
-        """The line at time ``t``; ``default`` before any window."""
-        if self.n == 0 or self.s0 <= 0.0:
-            return default
-        return self.sy / self.s0 + self.slope(noise_var) * (t - self.s1 / self.s0)
-
-
-class Tracker:
+class Tracker(TrackerCodes):
     """The slow loops of one board (see the module comment).
 
     Parameters
@@ -307,8 +209,8 @@ class Tracker:
         for g in range(G):
             self.set_dinv(g)
         self.q0 = mean_r0
-        self.trend_p = Trend()
-        self.trend_q = Trend()
+        self.trend_p = Trend(SHRINK_RATE)
+        self.trend_q = Trend(SHRINK_RATIO)
         self.p_noise = -1.0  # variance of one window's population intercept (sub-window scatter)
         self.q_noise = -1.0  # and of its balance estimate
         self.q_var = -1.0  # per-window variance of a group's Newton ratio estimate (learnt from the first window)
@@ -633,140 +535,3 @@ class Tracker:
         else:
             self.p_noise += 0.2 * (vp - self.p_noise)
             self.q_noise += 0.2 * (vu - self.q_noise)
-
-    def lnc(self, code, knob):
-        """ln(code / code_ref) of knob 0 (gain_e) or 1 (gain_i): from a table when the DAC is narrow enough."""
-        t = self.ln_code
-        if t is not None:
-            return t[code] - (self.ln_ref_e if knob == 0 else self.ln_ref_i)
-        return math.log(code / (self.ref_e if knob == 0 else self.ref_i))
-
-    def set_state(self, p_next, q_next, dev, live_n):
-        """Wanted (ln s, ln r) per group -> step limit -> band (ratio first) -> joint quantiser -> codes."""
-        G = self.G
-        beta = self.beta
-        gamma = self.gamma
-        step = float(self.p["max_step"])
-        tol_r = 1.0 / max(float(self.p["rate_se"]), 1e-3)
-        tol_b = 1.0 / max(float(self.p["balance_se"]), 1e-3)
-        ref_e, ref_i = self.ref_e, self.ref_i
-        ln_s, ln_r, flags = self.ln_s, self.ln_r, self.flags
-        lnc = self.lnc
-        for g in range(G):
-            if flags[g] & FROZEN or live_n[g] == 0:
-                continue
-            flags[g] &= ~(F_BAND_E | F_BAND_I)
-            lr0 = ln_r[g]
-            lr = q_next + self.esum[g] / self.ew[g]
-            lr = min(lr0 + step, max(lr0 - step, lr))
-            ls0 = ln_s[g]
-            ls = (self.ln_rate - p_next - dev[g] - gamma * lr) / beta[g]
-            ls = min(ls0 + step, max(ls0 - step, ls))
-            # the band in ln gain: ratio first (balance wins), then the scale
-            lo_e, hi_e, lo_i, hi_i = self.lo_e[g], self.hi_e[g], self.lo_i[g], self.hi_i[g]
-            le_lo, le_hi, li_lo, li_hi = lnc(lo_e, 0), lnc(hi_e, 0), lnc(lo_i, 1), lnc(hi_i, 1)
-            if lr < le_lo - li_hi or lr > le_hi - li_lo:
-                lr = min(le_hi - li_lo, max(le_lo - li_hi, lr))
-                flags[g] |= F_BAND_E | F_BAND_I
-            half = 0.5 * lr
-            s_lo = max(le_lo - half, li_lo + half)
-            s_hi = min(le_hi - half, li_hi + half)
-            if ls < s_lo or ls > s_hi:
-                ls = min(s_hi, max(s_lo, ls))
-                if ls + half <= le_lo + 1e-9 or ls + half >= le_hi - 1e-9:
-                    flags[g] |= F_BAND_E
-                if ls - half <= li_lo + 1e-9 or ls - half >= li_hi - 1e-9:
-                    flags[g] |= F_BAND_I
-            # joint quantiser: of the (floor, ceil) x (floor, ceil) code pairs, the one whose predicted rate error
-            # and ratio error (each against the precision its loop works at) are smallest
-            e0 = min(hi_e, max(lo_e, int(math.exp(ls + half) * ref_e)))
-            i0 = min(hi_i, max(lo_i, int(math.exp(ls - half) * ref_i)))
-            e1, i1 = min(hi_e, e0 + 1), min(hi_i, i0 + 1)
-            le0, le1, li0, li1 = lnc(e0, 0), lnc(e1, 0), lnc(i0, 1), lnc(i1, 1)
-            bg = beta[g]
-            best = -1.0
-            be, bi, ble, bli = e0, i0, le0, li0
-            for k in range(4):
-                ce, lce = (e0, le0) if k < 2 else (e1, le1)
-                ci, lci = (i0, li0) if k % 2 == 0 else (i1, li1)
-                dr = (lce - lci) - lr
-                x = (bg * (0.5 * (lce + lci) - ls) + gamma * dr) * tol_r
-                y = dr * tol_b
-                cost = x * x + y * y
-                if best < 0.0 or cost < best:
-                    best, be, bi, ble, bli = cost, ce, ci, lce, lci
-            self.code_e[g] = be
-            self.code_i[g] = bi
-            self.set_dinv(g)
-            ln_s[g] = 0.5 * (ble + bli)
-            ln_r[g] = ble - bli
-
-    def set_dinv(self, g):
-        d = 0.5 * (self.code_e[g] / self.ref_e * self.a[g] + self.code_i[g] / self.ref_i * self.b[g])
-        self.dinv[g] = 1.0 / d if d > 0.0 else 0.0
-
-    def freeze_neuron(self, n, why):
-        """Neuron ``n`` went silent or saturated: it leaves every estimate for good. A per-neuron group is frozen at
-        its flashed codes; a shared group (a core) only once all its neurons are out, since one neuron's knob
-        cannot be moved alone."""
-        if self.nfrozen[n]:
-            return
-        self.nfrozen[n] = why
-        if why == F_SILENT:
-            self.n_frozen_silent += 1
-        else:
-            self.n_frozen_sat += 1
-        g = n // self.per
-        self.flags[g] |= why if self.per == 1 else 0
-        for m in range(g * self.per, (g + 1) * self.per):
-            if not self.nfrozen[m]:
-                return
-        self.flags[g] = (self.flags[g] & ~(F_BAND_E | F_BAND_I)) | why
-        self.code_e[g] = self.code0_e[g]
-        self.code_i[g] = self.code0_i[g]
-        self.set_dinv(g)
-
-    # -- STATUS ----------------------------------------------------------------------------------------------------
-
-    def figures(self):
-        """A dict of what STATUS reports (messages.pack_track_status lays it out)."""
-        G = self.G
-        moved_e = moved_i = 0
-        max_e = max_i = 0
-        sum_e = sum_i = 0
-        band = 0
-        frozen = 0
-        for g in range(G):
-            de = self.code_e[g] - self.code0_e[g]
-            di = self.code_i[g] - self.code0_i[g]
-            if de:
-                moved_e += 1
-            if di:
-                moved_i += 1
-            max_e = max(max_e, abs(de))
-            max_i = max(max_i, abs(di))
-            sum_e += de
-            sum_i += di
-            if self.flags[g] & (F_BAND_E | F_BAND_I):
-                band += 1
-            if self.flags[g] & FROZEN:
-                frozen += 1
-        ub = []
-        ul = []
-        for g in range(G):
-            if not self.flags[g] & FROZEN:
-                ub.append(abs(self.ubar[g]))
-                ul.append(abs(self.ulast[g]))
-        return {
-            "running": 1 if self.running else 0, "why": self.why, "windows": self.windows,
-            "tracked_ms": self.model_ms, "fano": self.fano, "rate_last_hz": self.last_rate_hz,
-            "rate_cv_last": self.last_rate_cv, "rate_pred_hz": self.pred_rate_hz,
-            "balance_p95_last": quantile(ul, 0.95) if ul else 0.0, "balance_p95_smooth": quantile(ub, 0.95) if ub else 0.0,
-            "rate_drift_per_s": self.trend_p.slope(self.p_noise),
-            "ratio_drift_per_s": self.trend_q.slope(self.q_noise),
-            "temperature_k": self.temperature_k, "n_groups": G,
-            "moved_e": moved_e, "moved_i": moved_i, "max_move_e": max_e, "max_move_i": max_i,
-            "mean_move_e": sum_e / G, "mean_move_i": sum_i / G, "at_band": band, "frozen": frozen,
-            "frozen_silent": self.n_frozen_silent, "frozen_saturated": self.n_frozen_sat,  # neurons
-            "band": float(self.p["band"]), "window_ms": float(self.p["window_ms"]), "splits": self.splits,
-        }
