@@ -11,6 +11,10 @@ PY310 := $(VENV310)/bin/python
 # A hard kill so a hung Lava runtime (orphaned workers holding stdout open) fails CI fast instead of stalling it.
 KILL_AFTER ?= 1500
 LAVA_KILL_AFTER ?= 300
+# Test processes (pytest-xdist): one per core by default, whole files to a process so a module's fixtures are built
+# once. `make test PYTEST_WORKERS=0` runs in this process alone.
+PYTEST_WORKERS ?= auto
+XDIST = -n $(PYTEST_WORKERS) --dist loadfile
 
 # Find a working Python 3.10: `python3.10` on PATH when it runs, else pyenv's newest 3.10.x.
 FIND_PY310 = $(shell (python3.10 -c 'import sys; assert sys.version_info[:2]==(3,10)' >/dev/null 2>&1 && command -v python3.10) || \
@@ -44,7 +48,7 @@ demo: venv
 test: test-main test-lava
 
 test-main: venv
-	timeout -s KILL $(KILL_AFTER) $(PY) -m pytest -q -m "not lava"
+	timeout -s KILL $(KILL_AFTER) $(PY) -m pytest -q -m "not lava" $(XDIST)
 
 test-lava:
 	@py310="$(FIND_PY310)"; \
@@ -52,9 +56,9 @@ test-lava:
 	  echo "SKIPPED: Lava lane (no Python 3.10 found as python3.10 on PATH or in pyenv versions); Lava tests not run"; \
 	else \
 	  $(MAKE) --no-print-directory venv310 && \
-	  echo "Python 3.10 lane: the Lava tests (hard kill after $(LAVA_KILL_AFTER) s), then the rest of the suite" && \
+	  echo "Python 3.10 lane: the Lava tests (hard kill after $(LAVA_KILL_AFTER) s), then the fast tests on Python 3.10" && \
 	  timeout -s KILL $(LAVA_KILL_AFTER) $(PY310) -m pytest -q -m "lava" -p no:cacheprovider && \
-	  timeout -s KILL $(KILL_AFTER) $(PY310) -m pytest -q -m "not lava" -p no:cacheprovider; \
+	  timeout -s KILL $(KILL_AFTER) $(PY310) -m pytest -q -m "not lava and not slow" -p no:cacheprovider $(XDIST); \
 	fi
 
 bench: venv

@@ -203,7 +203,7 @@ def memory_bandwidth(mib: float = 256, repeats: int = 5) -> float:
     return 2 * a.nbytes / best
 
 
-# Bytes one cond_lif neuron-step moves through the cache in the compiled step's passes (kernels._cond_lif_steps):
+# Bytes one cond_lif neuron-step moves through the cache in the compiled step's passes (kernels._block_steps):
 # decay+input of ge and gi (read g, d, raw, jump; write g: 5 x 8 each), g (4 x 8), V_inf (4 x 8), exp argument
 # (3 x 8), exp in place (2 x 8), membrane and refractory hold (V, u, t, Vreset read, V written, r read and written:
 # 5 x 8 + 2 x 4), spike test (V, Vth: 2 x 8, alive: 1), two accumulators (3 x 8 each).
@@ -224,18 +224,18 @@ def _exp_cost() -> float:
     """ns per element of numpy's exp routine as the compiled step calls it (through the thunk, 1024 at a time)."""
     from numba import njit
 
-    from hw_models import kernels
+    from hw_models import vecmath
 
     @njit(cache=True)
     def loop(t, reps, vm):
         for _ in range(reps):
-            kernels._vmap(vm[0], vm[1], t, t.shape[0])
+            vecmath.vmap(vm[0], vm[1], t, t.shape[0])
             for k in range(t.shape[0]):
                 t[k] = -0.01 - t[k] * 1e-3
         return t[0]
 
     t = -np.linspace(0.001, 0.06, 1024)
-    vm = kernels.VECTOR_MATH.addresses
+    vm = vecmath.VECTOR_MATH.addresses
     loop(t, 10, vm)
     best = float("inf")
     for _ in range(5):

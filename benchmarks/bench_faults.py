@@ -35,6 +35,8 @@ from typing import Any, Dict, List
 
 from calibrate.cli.exits import exit_code_for
 from firmware_bridge import faultsim as F
+from firmware_bridge import linksim as L
+from firmware_bridge import rollbacksim as R
 from firmware_bridge.firmware.board import Board
 from firmware_bridge.testing import REPO_ROOT, pty_noisy_flash
 
@@ -123,7 +125,7 @@ def noise_rows() -> List[Dict[str, Any]]:
                 "faults": statistics.median(sum(r.faults.values()) for r in rs),
             })
     for rate in NOISE_RATES:
-        rs = [F.noisy_flash(rate, seed) for seed in range(SIM_SEEDS)]
+        rs = [L.noisy_flash(rate, seed) for seed in range(SIM_SEEDS)]
         ok = sum(r.outcome == "flashed" for r in rs)
         rows.append({
             "where": "sim", "rate": rate, "runs": len(rs), "flashed": ok,
@@ -237,14 +239,14 @@ def rollback_rows() -> List[Dict[str, Any]]:
     """ROLLBACK under faults (docs/protocol.md "Rollback"): every single fault of each kind, every pair, random
     trials at byte error rates 0 to 1e-3, over three boards (B to A, A to B, across the generation wrap); then
     the flash plans on a board that rolled back (its revoked bank is written next)."""
-    sc = F.rollback_scenarios()
+    sc = R.rollback_scenarios()
     rows = []
-    for st, cpu in (_timed(F.rollback_every_single, sc), _timed(F.rollback_every_pair, sc)):
+    for st, cpu in (_timed(R.rollback_every_single, sc), _timed(R.rollback_every_pair, sc)):
         rows.append(dict(st.row(), cpu_s=cpu))
     for ber in RANDOM_BERS:
-        st, cpu = _timed(F.rollback_random_campaign, sc, ROLLBACK_RANDOM, ber=ber, seed=2024)
+        st, cpu = _timed(R.rollback_random_campaign, sc, ROLLBACK_RANDOM, ber=ber, seed=2024)
         rows.append(dict(st.row(), cpu_s=cpu))
-    after = [F.after_rollback_scenario()]
+    after = [R.after_rollback_scenario()]
     for st, cpu in (_timed(F.every_single, after, F.ALL_KINDS, label="flash after a rollback: every single"),
                     _timed(F.every_pair, after, label="flash after a rollback: every pair of cuts")):
         r = st.row()

@@ -27,8 +27,8 @@ After the faults the board is power-cycled until a boot completes (it "settles")
 flash is re-run once more and must leave the new table, across another reboot ("a re-run finishes the job").
 
 ``every_single``, ``every_pair`` and ``random_campaign`` run the three test plans of issue 14 and return
-``CampaignStats``; ``noisy_flash`` flashes over a link that damages frames (``transport.FaultInjector``: bit
-errors, lost bytes, truncated and duplicated frames, garbage between frames) on a simulated clock; ``tests/test_fb_multifault.py`` asserts on them and ``benchmarks/bench_faults.py`` prints them.
+``CampaignStats``; ``tests/test_fb_multifault.py`` asserts on them and ``benchmarks/bench_faults.py`` prints them.
+The same faults against ROLLBACK are in ``rollbacksim``; a flash over a noisy link is in ``linksim``.
 Which firmware runs is a parameter (a ``Board`` class): the tests pass deliberately broken ones too
 (``tests/fault_controls.py``), to show that these plans do catch a broken commit.
 """
@@ -40,19 +40,19 @@ from dataclasses import dataclass, field
 from typing import Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 
 from .client import BoardClient
-from .errors import BridgeError, LinkLost
+from .errors import BridgeError
 from .firmware import nvm
 from .firmware.board import Board
 from .firmware.testchip import TestChip
 from .flash import TableImage, flash_table
 from .protocol import ClientConnection, cobs_codec
-from .transport import ALL_FAULTS, BoardTransport, FaultyTransport
+from .transport import BoardTransport
 
 __all__ = [
     "CUT_TORN", "CUT_AFTER", "FAIL", "LOST", "CUTS", "ALL_KINDS", "OUTCOMES",
     "FaultyFlash", "Scenario", "make_scenario", "standard_scenarios", "TrialResult", "CampaignStats",
     "run_trial", "count_ops", "every_single", "every_pair", "random_plan", "random_campaign",
-    "NoiseResult", "noisy_flash", "noise_board",
+    "boot_board", "test_codes", "stable_seed", "BAD_OUTCOMES",
 ]
 
 CUT_TORN = "cut-torn"
@@ -62,7 +62,7 @@ LOST = "lost"
 CUTS = (CUT_TORN, CUT_AFTER)
 ALL_KINDS = (CUT_TORN, CUT_AFTER, FAIL, LOST)
 OUTCOMES = ("old", "new", "bricked", "mixed")
-_BAD = ("bricked", "mixed")
+BAD_OUTCOMES = ("bricked", "mixed")
 
 MAX_BOOTS = 16  # power-ups per settle: more would mean the plan keeps cutting the boot (it cannot: faults are few)
 
@@ -227,7 +227,7 @@ class Scenario:
         return "mixed"
 
 
-def _codes(n: int, k: int) -> Dict[str, List[int]]:
+def test_codes(n: int, k: int) -> Dict[str, List[int]]:
     """The k-th distinct table of an n-neuron test chip (no two tables share a code vector)."""
     return {"gain_e": [(37 * k + 5 + i) % 256 for i in range(n)],
             "gain_i": [(11 * k + 3 + 3 * i) % 256 for i in range(n)]}
@@ -244,7 +244,7 @@ def make_scenario(name: str, gens: Sequence[int], *, n_neurons: int = 2048, bank
     specs = store.knob_specs
     tables = []
     for i, gen in enumerate(gens):
-        codes = _codes(n_neurons, i)
+        codes = test_codes(n_neurons, i)
         payload = nvm.encode_table([{"name": s["name"], "sharing": s["sharing"], "bits": s["bits"],
                                      "codes": codes[s["name"]]} for s in specs])
         bank = store.target()
@@ -253,7 +253,7 @@ def make_scenario(name: str, gens: Sequence[int], *, n_neurons: int = 2048, bank
         if store.commit(bank, gen & 0xFFFFFFFF, len(payload), nvm.crc32(payload)) is None:
             raise RuntimeError("scenario %s: committing generation %d failed" % (name, gen))
         tables.append((gen & 0xFFFFFFFF, codes))
-    new_codes = _codes(n_neurons, len(gens))
+    new_codes = test_codes(n_neurons, len(gens))
     new_gen = 1 if not gens else (gens[-1] + 1) & 0xFFFFFFFF
     image = TableImage.from_codes(uid, chip.info()["profile_sha256"], new_codes, profile="mp-testchip",
                                   source=f"<{name} gen {new_gen}>")
@@ -300,13 +300,13 @@ class TrialResult:
 
     @property
     def ok(self) -> bool:
-        return self.outcome not in _BAD and self.rerun_ok
+        return self.outcome not in BAD_OUTCOMES and self.rerun_ok
 
 
 Firmware = Callable[..., Board]
 
 
-def _boot(scn: Scenario, ff: FaultyFlash, firmware: Firmware, codec) -> Board:
+def boot_board(scn: Scenario, ff: FaultyFlash, firmware: Firmware, codec) -> Board:
     """Power up until a boot completes (a planned cut may hit the boot-log write)."""
     for _ in range(MAX_BOOTS):
         ff.power_on()
@@ -330,7 +330,7 @@ def run_trial(scn: Scenario, plan: Mapping[int, str], *, ber: float = 0.0, seed:
     ff = FaultyFlash(nvm.RamFlash(len(scn.start), image=scn.start), plan, ber, seed)
     boots: List[str] = []
     errors: List[str] = []
-    board = _boot(scn, ff, firmware, codec)
+    board = boot_board(scn, ff, firmware, codec)
     boots.append(scn.classify(board))
     attempts = 0
     while attempts < max_attempts and (attempts == 0 or ff.pending()):
@@ -341,18 +341,18 @@ def run_trial(scn: Scenario, plan: Mapping[int, str], *, ber: float = 0.0, seed:
         except BridgeError as e:
             errors.append(type(e).__name__)
         if not ff.powered:
-            board = _boot(scn, ff, firmware, codec)
+            board = boot_board(scn, ff, firmware, codec)
             boots.append(scn.classify(board))
     # Settle: power-cycle until a boot completes, and look at what the board runs.
-    board = _boot(scn, ff, firmware, codec)
+    board = boot_board(scn, ff, firmware, codec)
     boots.append(scn.classify(board))
-    outcome = next((o for o in _BAD if o in boots), boots[-1])
+    outcome = next((o for o in BAD_OUTCOMES if o in boots), boots[-1])
     # The clean re-run must finish the job, and the new table must survive a reboot.
     ff.stop_faults()
     rerun_ok, detail = True, ""
     try:
         _flash(scn, board, 200, diff=False)  # the diff read touches no NVM; skipping it halves the re-run
-        after = scn.classify(_boot(scn, ff, firmware, codec))
+        after = scn.classify(boot_board(scn, ff, firmware, codec))
         if after != "new":
             rerun_ok, detail = False, f"after the re-run and a reboot the board runs {after}"
     except BridgeError as e:
@@ -364,7 +364,7 @@ def run_trial(scn: Scenario, plan: Mapping[int, str], *, ber: float = 0.0, seed:
 def count_ops(scn: Scenario, firmware: Firmware = Board) -> int:
     """NVM operations of a clean flash: the boot (its boot-log write) and one flash session."""
     ff = FaultyFlash(nvm.RamFlash(len(scn.start), image=scn.start))
-    board = _boot(scn, ff, firmware, cobs_codec())
+    board = boot_board(scn, ff, firmware, cobs_codec())
     _flash(scn, board, 1, diff=False)
     return ff.ops
 
@@ -423,7 +423,7 @@ def every_single(scenarios: Sequence[Scenario], kinds: Sequence[str] = CUTS, *, 
         n = count_ops(scn, firmware)
         for i in range(n):
             for kind in kinds:
-                r = run_trial(scn, {i: kind}, seed=_seed(seed, scn.name, i, kind), firmware=firmware)
+                r = run_trial(scn, {i: kind}, seed=stable_seed(seed, scn.name, i, kind), firmware=firmware)
                 st.add(r, f"{scn.name}: {kind} at op {i}/{n}")
     return st
 
@@ -439,7 +439,7 @@ def every_pair(scenarios: Sequence[Scenario], kinds: Sequence[str] = CUTS, *, fi
             for j in range(i + 1, i + n + 1):
                 for ki in kinds:
                     for kj in kinds:
-                        r = run_trial(scn, {i: ki, j: kj}, seed=_seed(seed, scn.name, i, j, ki, kj),
+                        r = run_trial(scn, {i: ki, j: kj}, seed=stable_seed(seed, scn.name, i, j, ki, kj),
                                       firmware=firmware)
                         st.add(r, f"{scn.name}: {ki} at op {i}, {kj} at op {j} (n={n})")
     return st
@@ -465,7 +465,7 @@ def random_campaign(scenarios: Sequence[Scenario], trials: int, *, faults: Seque
                        else str(faults[0]), ber)
     n_ops = {scn.name: count_ops(scn, firmware) for scn in scenarios}
     for t in range(trials):
-        rng = random.Random(_seed(seed, "trial", t, ber))
+        rng = random.Random(stable_seed(seed, "trial", t, ber))
         scn = rng.choice(list(scenarios))
         k = rng.choice(list(faults))
         plan = random_plan(rng, n_ops[scn.name], k, kinds)
@@ -474,276 +474,6 @@ def random_campaign(scenarios: Sequence[Scenario], trials: int, *, faults: Seque
     return st
 
 
-def _seed(*parts) -> int:
+def stable_seed(*parts) -> int:
     """A seed from a tuple of parts, the same in every process (str hashing is randomised; Random(str) is not)."""
     return random.Random(":".join(str(p) for p in parts)).getrandbits(64)
-
-
-# -- the link under noise ---------------------------------------------------------------------------------------------
-
-
-@dataclass
-class NoiseResult:
-    """One flash over a noisy link.
-
-    Attributes
-    ----------
-    outcome
-        ``flashed`` (the board runs the new table and the host read it back), ``gave up, old table`` (the board
-        runs the complete old table), ``gave up, new table`` (the commit went through, the read-back was cut) or
-        ``wrong`` (anything else: what the tests must never see).
-    error, line
-        The bridge error the flash stopped with (None when flashed; its class is the kind of failure, which
-        ``eical`` maps to an exit code) and its one line ("" when flashed).
-    line_names_table
-        The error line names the table the board really runs.
-    """
-
-    outcome: str
-    error: Optional[BridgeError]
-    line: str
-    line_names_table: bool
-    resends: int
-    timeouts: int
-    attempts: int
-    requests: int
-    sim_seconds: float
-    faults: Dict[str, int]
-    rerun_ok: bool
-
-
-def noise_board(n_neurons: int = 4096, uid: str = "noisy-0001", bank_size: int = 32 * 1024):
-    """(flash, make_board, image(value)) for a test-chip board holding table 1 (8 KiB at 4096 neurons)."""
-    chip = TestChip(n_neurons, uid)
-    sha = chip.info()["profile_sha256"]
-    mem = nvm.RamFlash(nvm.flash_size(bank_size))
-    codec = cobs_codec()
-    make = lambda: Board(chip, mem, bank_size=bank_size, encode=codec[0], decode=codec[1])  # noqa: E731
-
-    def image(value: int) -> TableImage:
-        return TableImage.from_codes(uid, sha, {"gain_e": [(value + i) % 256 for i in range(n_neurons)],
-                                                "gain_i": [(3 * value + i // 5) % 256 for i in range(n_neurons)]})
-
-    flash_table(BoardClient(BoardTransport(make)), image(1))
-    return mem, make, image
-
-
-def noisy_flash(rate: float, seed: int, *, kinds: Sequence[str] = ALL_FAULTS, n_neurons: int = 4096) -> NoiseResult:
-    """Flash table 2 over a link damaged at byte error rate ``rate`` (both directions, seeded) on a simulated
-    clock; then look at what the board runs, and re-run the flash on a clean link (it must finish the job)."""
-    mem, make, image = noise_board(n_neurons)
-    inner = BoardTransport(make)
-    link = FaultyTransport(inner, rate, seed, kinds)
-    client = BoardClient(link)
-    client.conn = ClientConnection(first_seq=seed)
-    error, line = None, ""
-    try:
-        flash_table(client, image(2))
-    except BridgeError as e:
-        error, line = e, e.line()
-    gen = make().store.active["gen"]
-    if error is None:
-        outcome, names = ("flashed" if gen == 2 else "wrong"), True
-    else:
-        outcome = {1: "gave up, old table", 2: "gave up, new table"}.get(gen, "wrong")
-        names = f"gen {gen} " in line or (gen == 1 and "nothing was written" in line)
-    rerun = flash_table(BoardClient(BoardTransport(make)), image(2))
-    st = client.stats
-    faults = {k: link.tx.by_kind[k] + link.rx.by_kind[k] for k in link.tx.by_kind}
-    return NoiseResult(outcome=outcome, error=error, line=line, line_names_table=names,
-                       resends=st.resends_nak + st.resends_damaged + st.timeouts, timeouts=st.timeouts,
-                       attempts=st.attempts, requests=st.requests, sim_seconds=inner.now, faults=faults,
-                       rerun_ok=rerun.outcome in ("flashed", "up-to-date") and make().store.active["gen"] == 2)
-
-
-
-# -- rollback under faults ----------------------------------------------------------------------------------------------
-#
-# ROLLBACK revokes the active bank's header (nvm Rule 4). Its trials do what a user does: run ``rollback``; after a
-# power cut, power the board up and run it again while planned faults lie ahead. Every boot is classified
-# ``current`` (the complete table the board ran before), ``previous`` (the complete previous table: the rollback
-# happened), ``bricked`` or ``mixed``. After the faults the board settles, a clean re-run of the rollback must
-# leave the previous table across a reboot, and a flash after it (of the generation the revoked table had) must
-# work: the revoked bank is an ordinary inactive bank again.
-
-
-@dataclass(frozen=True)
-class RollbackScenario:
-    """A board holding two tables, about to roll back from ``current`` to ``previous`` ((generation, codes))."""
-
-    name: str
-    chip: TestChip
-    bank_size: int
-    start: bytes
-    current: Tuple[int, Dict[str, List[int]]]
-    previous: Tuple[int, Dict[str, List[int]]]
-    after: TableImage  # the table flashed after the rollback (generation previous + 1)
-    after_codes: Dict[str, List[int]]
-
-    def classify(self, board: Board) -> str:
-        a = board.store.active
-        ran = board.chip.codes
-        if a is None:
-            return "bricked"
-        for label, (gen, codes) in (("current", self.current), ("previous", self.previous)):
-            if a["gen"] == gen and ran == codes:
-                return label
-        return "mixed"
-
-
-ROLLBACK_OUTCOMES = ("current", "previous", "bricked", "mixed")
-
-
-def make_rollback_scenario(name: str, gens: Sequence[int], **kw) -> RollbackScenario:
-    """A board that committed generations ``gens`` (the last two stay on the flash), about to roll back."""
-    scn = make_scenario(name, gens, **kw)
-    n = scn.chip.n
-    prev_gen = gens[-2] & 0xFFFFFFFF
-    after_codes = _codes(n, 99)
-    image = TableImage.from_codes(scn.image.chip_uid, scn.image.profile_sha256, after_codes, profile="mp-testchip",
-                                  source=f"<{name}: after the rollback>")
-    return RollbackScenario(name=name, chip=scn.chip, bank_size=scn.bank_size, start=scn.start,
-                            current=scn.old, previous=(prev_gen, _codes(n, len(gens) - 2)), after=image,
-                            after_codes=after_codes)
-
-
-def rollback_scenarios(**kw) -> List[RollbackScenario]:
-    """Rolling back from bank B to A (generations 1, 2), from A to B (1, 2, 3), and across the generation wrap
-    (0xFFFFFFFF, 0)."""
-    return [make_rollback_scenario("B to A", (1, 2), **kw), make_rollback_scenario("A to B", (1, 2, 3), **kw),
-            make_rollback_scenario("generation wrap", (0xFFFFFFFF, 0), **kw)]
-
-
-def _rollback(board: Board, seq: int):
-    from .tables import rollback
-
-    client = BoardClient(BoardTransport(lambda: board))
-    client.conn = ClientConnection(first_seq=seq)
-    return rollback(client)
-
-
-def run_rollback_trial(scn: RollbackScenario, plan: Mapping[int, str], *, ber: float = 0.0, seed: int = 0,
-                       firmware: Firmware = Board, max_attempts: int = 8) -> TrialResult:
-    """One rollback trial (the comment above): faulty attempts, settle, classify, clean re-run, a flash after."""
-    from .tables import NothingToRollBack
-
-    codec = cobs_codec()
-    ff = FaultyFlash(nvm.RamFlash(len(scn.start), image=scn.start), plan, ber, seed)
-    boots: List[str] = []
-    errors: List[str] = []
-    board = _boot(scn, ff, firmware, codec)  # type: ignore[arg-type]
-    boots.append(scn.classify(board))
-    attempts = 0
-    while attempts < max_attempts and (attempts == 0 or ff.pending()):
-        attempts += 1
-        try:
-            _rollback(board, attempts)
-            break
-        except NothingToRollBack:
-            break  # an earlier attempt went through before its power cut: nothing left to do
-        except BridgeError as e:
-            errors.append(type(e).__name__)
-        if not ff.powered:
-            board = _boot(scn, ff, firmware, codec)  # type: ignore[arg-type]
-            boots.append(scn.classify(board))
-    board = _boot(scn, ff, firmware, codec)  # type: ignore[arg-type]
-    boots.append(scn.classify(board))
-    outcome = next((o for o in _BAD if o in boots), boots[-1])
-    ff.stop_faults()
-    rerun_ok, detail = True, ""
-    try:
-        if scn.classify(board) == "current":
-            _rollback(board, 200)
-        after = scn.classify(_boot(scn, ff, firmware, codec))  # type: ignore[arg-type]
-        if after != "previous":
-            rerun_ok, detail = False, f"after the re-run and a reboot the board runs {after}"
-        else:
-            board = _boot(scn, ff, firmware, codec)  # type: ignore[arg-type]
-            client = BoardClient(BoardTransport(lambda: board))
-            client.conn = ClientConnection(first_seq=201)
-            flash_table(client, scn.after, diff=False)
-            b2 = _boot(scn, ff, firmware, codec)  # type: ignore[arg-type]
-            a = b2.store.active
-            if a is None or a["gen"] != (scn.previous[0] + 1) & 0xFFFFFFFF or b2.chip.codes != scn.after_codes:
-                rerun_ok, detail = False, "the flash after the rollback did not leave its table"
-    except BridgeError as e:
-        rerun_ok, detail = False, f"the re-run failed: {e.line()}"
-    return TrialResult(outcome=outcome, boots=boots, fired=list(ff.fired), flips=ff.flips, attempts=attempts,
-                       errors=errors, rerun_ok=rerun_ok, rerun_detail=detail)
-
-
-def count_rollback_ops(scn: RollbackScenario, firmware: Firmware = Board) -> int:
-    """NVM operations of a clean rollback: the boot (its boot-log write) and the revoke."""
-    ff = FaultyFlash(nvm.RamFlash(len(scn.start), image=scn.start))
-    board = _boot(scn, ff, firmware, cobs_codec())  # type: ignore[arg-type]
-    _rollback(board, 1)
-    return ff.ops
-
-
-def _rollback_stats(label: str, faults: str, ber: float) -> CampaignStats:
-    st = CampaignStats(label, faults, ber)
-    st.counts = {o: 0 for o in ROLLBACK_OUTCOMES}
-    return st
-
-
-def rollback_every_single(scenarios: Sequence[RollbackScenario], kinds: Sequence[str] = ALL_KINDS, *,
-                          firmware: Firmware = Board, seed: int = 0) -> CampaignStats:
-    """A fault of each kind at every operation of a clean rollback (boot included), for each scenario."""
-    st = _rollback_stats("rollback: every single fault", "1", 0.0)
-    for scn in scenarios:
-        n = count_rollback_ops(scn, firmware)
-        for i in range(n):
-            for kind in kinds:
-                r = run_rollback_trial(scn, {i: kind}, seed=_seed(seed, "rb", scn.name, i, kind), firmware=firmware)
-                st.add(r, f"{scn.name}: {kind} at op {i}/{n}")
-    return st
-
-
-def rollback_every_pair(scenarios: Sequence[RollbackScenario], kinds: Sequence[str] = ALL_KINDS, *,
-                        firmware: Firmware = Board, seed: int = 0) -> CampaignStats:
-    """A fault at every operation i of a clean rollback, then a second one at every operation j of the recovery
-    (i < j <= i + n + 2: the reboot and the re-run), every combination of kinds, for each scenario."""
-    st = _rollback_stats("rollback: every pair of faults", "2", 0.0)
-    for scn in scenarios:
-        n = count_rollback_ops(scn, firmware)
-        for i in range(n):
-            for j in range(i + 1, i + n + 3):
-                for ki in kinds:
-                    for kj in kinds:
-                        r = run_rollback_trial(scn, {i: ki, j: kj}, seed=_seed(seed, "rb", scn.name, i, j, ki, kj),
-                                               firmware=firmware)
-                        st.add(r, f"{scn.name}: {ki} at op {i}, {kj} at op {j} (n={n})")
-    return st
-
-
-def after_rollback_scenario(**kw) -> Scenario:
-    """A flash scenario whose board rolled back (generations 1, 2, then a rollback to 1): bank B holds a revoked
-    header over generation 2's payload, and the flash writes the next generation 2 there."""
-    scn = make_scenario("after a rollback", (1, 2), **kw)
-    mem = nvm.RamFlash(len(scn.start), image=scn.start)
-    board = Board(scn.chip, mem, bank_size=scn.bank_size)
-    if board.store.revoke_active() is None:
-        raise RuntimeError("after_rollback_scenario: the rollback left no table")
-    old = make_scenario("x", (1,), **kw).old  # generation 1's codes, as the "one table" board has them
-    n = scn.chip.n
-    new_codes = _codes(n, 7)
-    image = TableImage.from_codes(scn.image.chip_uid, scn.image.profile_sha256, new_codes, profile="mp-testchip",
-                                  source="<after a rollback gen 2>")
-    return Scenario(name="after a rollback", chip=scn.chip, bank_size=scn.bank_size, chunk=scn.chunk,
-                    start=bytes(mem.mem), old=old, new_gen=2, new_codes=new_codes, image=image, older=())
-
-
-def rollback_random_campaign(scenarios: Sequence[RollbackScenario], trials: int, *, faults: Sequence[int] = (1, 2, 3),
-                             ber: float = 0.0, kinds: Sequence[str] = ALL_KINDS, firmware: Firmware = Board,
-                             seed: int = 0) -> CampaignStats:
-    """``trials`` seeded random rollback trials (as ``random_campaign``: 1-3 faults of any kind, each within the
-    recovery from the previous one), with bit flips at ``ber``."""
-    st = _rollback_stats("rollback: random", "-".join(str(f) for f in sorted(set(faults))), ber)
-    n_ops = {scn.name: count_rollback_ops(scn, firmware) + 2 for scn in scenarios}  # + the recovery's boot and write
-    for t in range(trials):
-        rng = random.Random(_seed(seed, "rb-trial", t, ber))
-        scn = rng.choice(list(scenarios))
-        plan = random_plan(rng, n_ops[scn.name], rng.choice(list(faults)), kinds)
-        r = run_rollback_trial(scn, plan, ber=ber, seed=rng.getrandbits(32), firmware=firmware)
-        st.add(r, f"trial {t} ({scn.name}, plan {plan}, ber {ber:g})")
-    return st

@@ -114,7 +114,7 @@ def memory_client(make_board: Callable[[], object], *, rate: float = 0.0, seed: 
 
 @dataclass
 class PtyNoiseResult:
-    """One flash through ``eicalfault://`` to a board emulator (see ``faultsim.NoiseResult`` for ``outcome``)."""
+    """One flash through ``eicalfault://`` to a board emulator (see ``linksim.NoiseResult`` for ``outcome``)."""
 
     outcome: str
     error: Optional[Exception]

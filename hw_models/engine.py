@@ -29,6 +29,7 @@ import scipy.sparse as sp
 
 from .chip import N_STREAMS, Chip
 from .models import CondLifConsts, DpiConsts, dpi_jumps
+from .window import WindowedEngine, WindowStats
 
 __all__ = ["Engine", "WindowStats", "InputSpikes", "BLOCK_STEPS", "default_threads", "set_default_threads"]
 
@@ -58,37 +59,6 @@ def _check_threads(threads) -> int:
     if isinstance(threads, bool) or not isinstance(threads, (int, np.integer)) or threads < 1:
         raise ValueError(f"threads must be a positive integer, got {threads!r}")
     return int(threads)
-
-
-@dataclass
-class WindowStats:
-    """True statistics of one window (what an ideal observer would see; the ADC model is applied elsewhere).
-
-    ``iexc``/``iinh`` are the two parts of the balance proxy: cond_lif ``ge*(EE-Vbal)`` and ``gi*(EI-Vbal)`` (so
-    ``ibal = iexc + iinh``); dpi ``Iampa`` and ``-Igaba``. ``isyn`` (cond_lif, when requested) is the true net
-    synaptic current ``ge*(EE-V) + gi*(EI-V)``; for dpi it equals ``ibal``. All window means in pA.
-    """
-
-    spike_counts: np.ndarray
-    n_steps: int
-    dt_ms: float
-    iexc: np.ndarray
-    iinh: np.ndarray
-    isyn: Optional[np.ndarray] = None
-    mean_ge: Optional[np.ndarray] = None
-    mean_gi: Optional[np.ndarray] = None
-
-    @property
-    def window_ms(self) -> float:
-        return self.n_steps * self.dt_ms
-
-    @property
-    def ibal(self) -> np.ndarray:
-        return self.iexc + self.iinh
-
-    @property
-    def rates_hz(self) -> np.ndarray:
-        return self.spike_counts / (self.window_ms * 1e-3)
 
 
 @dataclass
@@ -221,7 +191,7 @@ def _empty_like_recording():
             np.zeros(0, dtype=np.int64))
 
 
-class Engine:
+class Engine(WindowedEngine):
     """Dynamic state of one chip and the compiled loop that advances it.
 
     Parameters
@@ -312,22 +282,6 @@ class Engine:
         self._update_consts()
 
     # -- configuration -----------------------------------------------------------------------------------------
-    def set_gains(self, gain_e: np.ndarray, gain_i: np.ndarray) -> None:
-        """Effective per-neuron gains (DAC gain times the neuron's gain mismatch eps); apply from the next step."""
-        self.gain_e = np.asarray(gain_e, dtype=float).copy()
-        self.gain_i = np.asarray(gain_i, dtype=float).copy()
-        self._update_consts()
-
-    def set_temperature(self, kelvin: float) -> None:
-        self.temperature_k = float(kelvin)
-        self._update_consts()
-
-    def _temperature_factors(self) -> tuple[float, float, float, float]:
-        t = self.chip.profile["temperature"]
-        dT = self.temperature_k - t["T0_K"]
-        c = t["coeff_per_K"]
-        return (1.0 + c["leak"] * dT, 1.0 + c["exc"] * dT, 1.0 + c["inh"] * dT, self.temperature_k / t["T0_K"])
-
     def _update_consts(self) -> None:
         """The per-neuron constants, computed with numpy exactly as the reference engine computes them, then laid
         out as the rows of one matrix for the kernel."""
@@ -435,10 +389,6 @@ class Engine:
         self._counts[:] = 0
         self._acc[:] = 0.0
         self._win_steps = 0
-
-    def step(self) -> None:
-        """Advance one model step inside the open window."""
-        self.advance(1)
 
     def advance(self, n_steps: int) -> None:
         """Advance ``n_steps`` model steps inside the open window."""
@@ -550,14 +500,3 @@ class Engine:
         ia, ig = self._acc[0] * m, self._acc[1] * m
         return WindowStats(counts, n_steps, self.dt, iexc=ia, iinh=-ig, isyn=ia - ig)
 
-    @property
-    def in_window(self) -> bool:
-        return self._win_steps >= 0
-
-    def run(self, n_steps: int) -> WindowStats:
-        """Advance ``n_steps`` steps as one window; return the window's true statistics."""
-        if self.in_window:
-            raise RuntimeError("run() inside an open window")
-        self.begin_window()
-        self.advance(n_steps)
-        return self.end_window()

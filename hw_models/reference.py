@@ -23,7 +23,8 @@ import numpy as np
 import scipy.sparse as sp
 
 from .chip import N_STREAMS, Chip
-from .engine import BLOCK_STEPS, WindowStats
+from .engine import BLOCK_STEPS
+from .window import WindowedEngine, WindowStats
 from .models import CondLifConsts, CondLifState, DpiConsts, DpiState, dpi_jumps
 
 __all__ = ["ReferenceEngine", "cond_lif_step", "dpi_step"]
@@ -172,7 +173,7 @@ class _PoissonPool:
         return (spikes @ self.wT).tocsr()
 
 
-class ReferenceEngine:
+class ReferenceEngine(WindowedEngine):
     """Today's numpy step loop (before the compiled engine): the dynamic state of one chip and its loop.
 
     Parameters
@@ -232,22 +233,6 @@ class ReferenceEngine:
         self._update_consts()
 
     # -- configuration -----------------------------------------------------------------------------------------
-    def set_gains(self, gain_e: np.ndarray, gain_i: np.ndarray) -> None:
-        """Effective per-neuron gains (DAC gain times the neuron's gain mismatch eps); apply from the next step."""
-        self.gain_e = np.asarray(gain_e, dtype=float).copy()
-        self.gain_i = np.asarray(gain_i, dtype=float).copy()
-        self._update_consts()
-
-    def set_temperature(self, kelvin: float) -> None:
-        self.temperature_k = float(kelvin)
-        self._update_consts()
-
-    def _temperature_factors(self) -> tuple[float, float, float, float]:
-        t = self.chip.profile["temperature"]
-        dT = self.temperature_k - t["T0_K"]
-        c = t["coeff_per_K"]
-        return (1.0 + c["leak"] * dT, 1.0 + c["exc"] * dT, 1.0 + c["inh"] * dT, self.temperature_k / t["T0_K"])
-
     def _update_consts(self) -> None:
         chip, p, s = self.chip, self.chip.params, self.chip.scalars
         f_leak, f_exc, f_inh, f_ut = self._temperature_factors()
@@ -288,10 +273,6 @@ class ReferenceEngine:
         self._acc_i = np.zeros(n)
         self._isyn = np.zeros(n) if (self.record_isyn and self.chip.model == "cond_lif") else None
         self._win_steps = 0
-
-    def step(self) -> None:
-        """Advance one model step inside the open window."""
-        self.advance(1)
 
     def advance(self, n_steps: int) -> None:
         """Advance ``n_steps`` model steps inside the open window."""
@@ -351,17 +332,6 @@ class ReferenceEngine:
         ia, ig = self._acc_e * m, self._acc_i * m
         return WindowStats(self._counts, n_steps, self.dt, iexc=ia, iinh=-ig, isyn=ia - ig)
 
-    @property
-    def in_window(self) -> bool:
-        return self._win_steps >= 0
-
-    def run(self, n_steps: int) -> WindowStats:
-        """Advance ``n_steps`` steps as one window; return the window's true statistics."""
-        if self.in_window:
-            raise RuntimeError("run() inside an open window")
-        self.begin_window()
-        self.advance(n_steps)
-        return self.end_window()
 
     def _add_recurrent(self, ye: np.ndarray, yi: np.ndarray):
         """Add the previous step's chip spikes through the recurrent weights (one step of delay, MODEL.md 1.2).

@@ -17,7 +17,7 @@ import pytest
 
 from calibrate.cli.exits import ExitCode
 from firmware_bridge.errors import LinkLost
-from firmware_bridge.faultsim import noisy_flash
+from firmware_bridge.linksim import noisy_flash
 from firmware_bridge.testing import REPO_ROOT, EmulatorProcess, pty_noisy_flash
 from firmware_bridge.transport import ALL_FAULTS, FaultInjector, parse_faults
 from firmware_bridge.transport import parse_fault_url

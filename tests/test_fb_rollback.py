@@ -1,11 +1,12 @@
 """ROLLBACK and reading a board's table back, in one process: the message in every state, the host's library
 (read_board_table, previous_table, rollback), and the rollback under power cuts, failed and lost writes and flipped
-bits (firmware_bridge.faultsim), with a deliberately broken rollback as a negative control."""
+bits (firmware_bridge.rollbacksim over firmware_bridge.faultsim), with a deliberately broken rollback as a negative control."""
 from __future__ import annotations
 
 import pytest
 
 from firmware_bridge import faultsim as F
+from firmware_bridge import rollbacksim as R
 from firmware_bridge.client import Hello
 from firmware_bridge.errors import BoardError, LinkLost
 from firmware_bridge.firmware import board as B
@@ -251,31 +252,31 @@ def test_gain_table_from_board_takes_wire_or_named_sharing():
 
 @pytest.fixture(scope="module")
 def rb_scenarios():
-    return F.rollback_scenarios()
+    return R.rollback_scenarios()
 
 
 def test_a_clean_rollback_takes_two_operations(rb_scenarios):
     # the boot's boot-log write and the one program that clears the active header's magic
-    assert [F.count_rollback_ops(s) for s in rb_scenarios] == [2, 2, 2]
+    assert [R.count_rollback_ops(s) for s in rb_scenarios] == [2, 2, 2]
     for s in rb_scenarios:
-        r = F.run_rollback_trial(s, {})
+        r = R.run_rollback_trial(s, {})
         assert r.ok and r.boots == ["current", "previous"], (s.name, r)
 
 
 def test_rollback_survives_every_single_fault(rb_scenarios):
-    st = F.rollback_every_single(rb_scenarios)
+    st = R.rollback_every_single(rb_scenarios)
     assert st.trials == 3 * 2 * 4 and st.bad == 0, st.failures
     assert st.counts["bricked"] == st.counts["mixed"] == 0
 
 
 def test_rollback_survives_every_pair_of_faults(rb_scenarios):
-    st = F.rollback_every_pair(rb_scenarios)
+    st = R.rollback_every_pair(rb_scenarios)
     assert st.trials == 3 * 2 * 4 * 16 and st.bad == 0, st.failures
 
 
 @pytest.mark.parametrize("ber", [0.0, 1e-3])
 def test_rollback_random_faults(rb_scenarios, ber):
-    st = F.rollback_random_campaign(rb_scenarios, 300, ber=ber, seed=11)
+    st = R.rollback_random_campaign(rb_scenarios, 300, ber=ber, seed=11)
     assert st.trials == 300 and st.bad == 0, st.failures
 
 
@@ -284,14 +285,14 @@ def test_a_torn_revoke_leaves_the_current_or_the_previous_table(rb_scenarios):
     and the re-run finishes), most break it (the rollback happened). Never anything else."""
     seen = set()
     for seed in range(200):
-        r = F.run_rollback_trial(rb_scenarios[seed % 3], {1: F.CUT_TORN}, seed=seed)
+        r = R.run_rollback_trial(rb_scenarios[seed % 3], {1: F.CUT_TORN}, seed=seed)
         assert r.ok and set(r.boots) <= {"current", "previous"}
         seen.add(r.boots[1])
     assert seen == {"current", "previous"}
 
 
 def test_flashing_after_a_rollback_survives_every_single_and_pair_of_faults():
-    scn = F.after_rollback_scenario()
+    scn = R.after_rollback_scenario()
     st = F.every_single([scn], F.ALL_KINDS)
     assert st.trials > 0 and st.bad == 0, st.failures
     st = F.every_pair([scn])

@@ -1,7 +1,7 @@
 """The engine's recurrent path on balanced-net: exact, deterministic, and fast enough.
 
 The compiled engine adds the previous step's spikes through the recurrent weights inside its kernel
-(``hw_models.kernels._recurrent_input``). These tests hold it, to the bit, to the arithmetic of the straightforward
+(``hw_models.kernels._block_steps``). These tests hold it, to the bit, to the arithmetic of the straightforward
 implementation, written out again here and run in the numpy reference engine (``ReferenceEngine._add_recurrent``
 replaced by it).
 """

@@ -118,7 +118,7 @@ def test_history_loader_is_total_on_a_few_hand_made_files(tmp_path):
 
 @pytest.mark.slow
 def test_sigint_to_a_running_calibration_then_resume_gives_the_uninterrupted_table(tmp_path):
-    """A real SIGINT to `eical calibrate` after a few iterations: exit 130, history.npz and an incomplete
+    """A real SIGINT to `eical calibrate` after two iterations: exit 130, history.npz and an incomplete
     summary.json; `--resume` finishes it with the same table as an uninterrupted run of the same budget."""
     args = ["--profile", "bss2", "--seed", "1", "--evaluate", "0", "--no-report"]
     eical = [sys.executable, "-m", "calibrate.cli", "calibrate"]
@@ -131,9 +131,11 @@ def test_sigint_to_a_running_calibration_then_resume_gives_the_uninterrupted_tab
                             text=True, env=env)
     try:
         deadline = time.monotonic() + 300
-        while time.monotonic() < deadline and proc.poll() is None:  # wait for a few whole iterations on disk
+        # two whole iterations on disk: the windows double, so most of the run still lies ahead (waiting for 4 of
+        # bss2's 11, a loaded machine once saw the run end before the signal)
+        while time.monotonic() < deadline and proc.poll() is None:
             try:
-                if len(History.load(d / "history.npz").iterations) >= 4:
+                if len(History.load(d / "history.npz").iterations) >= 2:
                     break
             except HistoryError:
                 pass
@@ -150,7 +152,7 @@ def test_sigint_to_a_running_calibration_then_resume_gives_the_uninterrupted_tab
     s = json.loads((d / "summary.json").read_text())
     assert s["complete"] is False and not (d / "table.json").exists()
     kept = History.load(d / "history.npz")
-    assert len(kept.iterations) >= 4
+    assert len(kept.iterations) >= 2
     res = subprocess.run(eical + ["--resume", str(d)], capture_output=True, text=True, timeout=600, env=env)
     assert res.returncode == 0, res.stderr
     a, b = GainTable.load(tmp_path / "ref" / "table.json"), GainTable.load(d / "table.json")
