@@ -12,7 +12,8 @@ a board by the measured figures of a final verification, ``verify_s``), makes th
 with ``diagnostics_s``, records the balance diagnostics before and after. The output directory holds:
 
 - ``table.json``: the gain table (hw_models.table format) with its verdict, validated on load, refused by any other
-  chip;
+  chip; with the on-board tracker's section (format 2, ``calibrate.onboard``) when the run measured what the
+  tracker needs;
 - ``summary.json``: :meth:`CalibrationOutcome.to_dict`: the verdict, figures before and after, neuron accounting,
   controller and settings, times, true figures and their uncertainties, the run's settings (``run``);
 - ``history.npz``: every window (codes, spike counts, proxy readings, times), the start codes and the figures before
@@ -42,6 +43,7 @@ from .backends import profile_of
 from .figures import counting_floor
 from .history import History
 from .metrics import TrueFigures
+from .onboard import tracker_section_for
 from .replay import JudgedReplay
 from .run import CalibrationResult, RunInterrupted, calibrate
 from .verdict import Verdict, incomplete_verdict, measured_verdict, true_verdict
@@ -289,6 +291,8 @@ def _judge_and_diagnose(device: Device, result: CalibrationResult, targets: Targ
                                          metrics={"before": _figures(result.before), "after": _figures(result.after)},
                                          controller={"name": result.controller, "settings": result.controller_settings},
                                          verdict=outcome.verdict.to_dict())
+    # format 2 when the run measured what the on-board tracker needs (calibrate.onboard)
+    outcome.table.tracker = tracker_section_for(result.history, device.knobs, targets.to_dict())
     return outcome
 
 

@@ -31,7 +31,7 @@ from .firmware import nvm
 from .firmware import wire as W
 from .transport import Transport, TransportError
 
-__all__ = ["Timing", "LinkStats", "Hello", "MeasureResult", "BoardClient"]
+__all__ = ["Timing", "LinkStats", "Hello", "MeasureResult", "TrackerStatus", "BoardClient"]
 
 
 @dataclass(frozen=True)
@@ -170,6 +170,115 @@ class MeasureResult:
     proxies_fa: list
 
 
+@dataclass(frozen=True)
+class TrackerStatus:
+    """What TRACK_START, TRACK_STOP and TRACK_STATUS report (docs/protocol.md, "The on-board tracker").
+
+    ``frames`` counts the good frames the board received since boot, this request's included, and
+    ``prev_frame_s`` is the board's model time when the frame before it arrived: together they prove that a host
+    stayed silent while the tracker ran. ``moves`` (per knob: codes now minus the flashed table's, one per group)
+    and ``flags`` (per group, ``firmware.tracker.F_*``) are filled in by ``BoardClient.track_status(detail=True)``.
+    """
+
+    running: bool
+    why: str
+    section: str  # "none" | "off at boot" | "on at boot"
+    windows: int
+    frames: int
+    board_s: float
+    start_s: float
+    prev_frame_s: float
+    tracked_s: float
+    temperature_k: Optional[float]
+    n_groups: int
+    moved: dict  # knob -> groups whose code moved
+    max_move: dict  # knob -> largest |code - flashed code|
+    mean_move: dict  # knob -> mean code - flashed code
+    at_band: int
+    frozen: int
+    frozen_silent: int
+    frozen_saturated: int
+    fano: float
+    rate_target_hz: float
+    rate_last_hz: float
+    rate_cv_last: float
+    rate_pred_hz: float
+    balance_p95_last: float
+    balance_p95_smooth: float
+    rate_drift_per_s: float
+    ratio_drift_per_s: float
+    band: float
+    window_s: float
+    splits: int = 4
+    moves: Optional[dict] = None
+    flags: Optional[list] = None
+
+    @classmethod
+    def from_payload(cls, payload: bytes) -> "TrackerStatus":
+        from .firmware import tracker as TR
+
+        try:
+            d = M.unpack_track_status(payload)
+        except ValueError as e:
+            raise protocol.RemoteProtocolError(f"malformed tracker status: {e}") from None
+        why = TR.WHY_TEXT[d["why"]] if d["why"] < len(TR.WHY_TEXT) else f"reason {d['why']}"
+        return cls(running=bool(d["running"]), why="running" if d["running"] else why,
+                   section=("none", "off at boot", "on at boot")[min(d["section"], 2)], windows=d["windows"],
+                   frames=d["frames"], board_s=d["board_ms"] / 1e3, start_s=d["start_ms"] / 1e3,
+                   prev_frame_s=d["prev_frame_ms"] / 1e3, tracked_s=d["tracked_ms"] / 1e3,
+                   temperature_k=d["temperature_mk"] / 1e3 if d["temperature_mk"] else None,
+                   n_groups=d["n_groups"], moved={"gain_e": d["moved_e"], "gain_i": d["moved_i"]},
+                   max_move={"gain_e": d["max_move_e"], "gain_i": d["max_move_i"]},
+                   mean_move={"gain_e": d["mean_move_e"], "gain_i": d["mean_move_i"]}, at_band=d["at_band"],
+                   frozen=d["frozen"], frozen_silent=d["frozen_silent"], frozen_saturated=d["frozen_saturated"],
+                   fano=d["fano"], rate_target_hz=d["rate_target_hz"],
+                   rate_last_hz=d["rate_last_hz"], rate_cv_last=d["rate_cv_last"], rate_pred_hz=d["rate_pred_hz"],
+                   balance_p95_last=d["balance_p95_last"], balance_p95_smooth=d["balance_p95_smooth"],
+                   rate_drift_per_s=d["rate_drift_per_s"], ratio_drift_per_s=d["ratio_drift_per_s"],
+                   band=d["band"], window_s=d["window_ms"] / 1e3, splits=max(1, d["splits"]))
+
+    @property
+    def frozen_groups(self) -> list:
+        """(group, reason) of every frozen group (needs ``detail``)."""
+        from .firmware import tracker as TR
+
+        out = []
+        for g, f in enumerate(self.flags or []):
+            if f & TR.FROZEN:
+                out.append((g, "silent" if f & TR.F_SILENT else "saturated" if f & TR.F_SATURATED else "no gain"))
+        return out
+
+    def to_dict(self) -> dict:
+        d = dict(self.__dict__)
+        if self.flags is not None:
+            d["frozen_groups"] = [{"group": g, "reason": r} for g, r in self.frozen_groups]
+        return d
+
+    def summary(self) -> str:
+        """A few lines for people."""
+        head = "running" if self.running else f"not running ({self.why})"
+        lines = [f"on-board tracker: {head}; table's tracker section: {self.section}"]
+        if self.windows:
+            t = f", chip at {self.temperature_k:.2f} K" if self.temperature_k else ""
+            lines.append(f"  {self.windows} windows ({self.tracked_s:.1f} s of model time){t}; board model time "
+                         f"{self.board_s:.1f} s, {self.frames} frames received since boot")
+            lines.append(f"  rate: last window {self.rate_last_hz:.2f} Hz (target {self.rate_target_hz:.2f}, CV "
+                         f"{self.rate_cv_last:.3f}), predicted now {self.rate_pred_hz:.2f} Hz; drift "
+                         f"{self.rate_drift_per_s * 100:+.3f} %/s")
+            lines.append(f"  balance index p95: last window {self.balance_p95_last:.3f}, smoothed "
+                         f"{self.balance_p95_smooth:.3f}; ratio drift {self.ratio_drift_per_s * 100:+.4f} %/s")
+            lines.append("  code moves from the flashed table: " + ", ".join(
+                f"{k} {self.moved[k]}/{self.n_groups} groups (max {self.max_move[k]}, mean {self.mean_move[k]:+.2f})"
+                for k in ("gain_e", "gain_i")) + f"; {self.at_band} at the +-{self.band:.0%} band")
+            fz = f"  frozen: {self.frozen} groups ({self.frozen_silent} neurons silent, {self.frozen_saturated} saturated)"
+            if self.flags is not None and self.frozen:
+                fg = self.frozen_groups
+                fz += ": " + ", ".join(f"{g} ({r})" for g, r in fg[:20]) + (" ..." if len(fg) > 20 else "")
+            lines.append(fz)
+            lines.append(f"  Fano factor {self.fano:.2f}")
+        return "\n".join(lines)
+
+
 class BoardClient:
     """Typed requests to a board over a transport (library API; the CLI and ``SerialDevice`` build on it).
 
@@ -190,6 +299,9 @@ class BoardClient:
         self.conn = protocol.ClientConnection()
         self.stats = LinkStats()
         self.hello_info: Optional[Hello] = None
+        # while the board's tracker runs, a request may wait for the sub-window in progress: this much more time
+        # is allowed per request once a tracker reply said it is running (0 otherwise)
+        self.busy_s = 0.0
         self._window: collections.deque = collections.deque(maxlen=self.timing.quality_window)
         self.set_chunk_limits(max_chunk, min_chunk)
 
@@ -277,6 +389,7 @@ class BoardClient:
         """
         name = W.TYPE_NAMES.get(type, f"0x{type:02x}")
         t = self.timing
+        op_s = op_s + self.busy_s
         if reply_max is None:
             reply_max = self.hello_info.max_payload if self.hello_info else W.MAX_PAYLOAD
         n_in = W.encoded_size(reply_max + W.OVERHEAD) + 2
@@ -470,6 +583,105 @@ class BoardClient:
             data += chunk
         assert got is not None
         return got[0], got[1], got[2], bytes(data)
+
+    # -- the on-board tracker --
+
+    def _tracker_reply(self, r: protocol.Reply, name: str) -> TrackerStatus:
+        if r.status != W.OK:
+            raise BoardError(name, r.status, board_table=self.hello_info.table_desc() if self.hello_info else None,
+                             detail="(the active table has no tracker section, or it does not fit this chip)"
+                             if r.status == W.E_TABLE else "")
+        st = TrackerStatus.from_payload(r.payload)
+        h = self.hello_info
+        if st.running and h is not None:
+            sub_s = st.window_s / st.splits  # a request may wait for the sub-window in progress
+            self.busy_s = sub_s / max(h.speedup, 1e-9) + h.measure_ms_per_s * sub_s / 1e3
+        elif not st.running:
+            self.busy_s = 0.0
+        return st
+
+    def track_start(self) -> TrackerStatus:
+        """TRACK_START: start the on-board tracker afresh from the flashed table (BoardError E_TABLE when the
+        active table has no tracker section)."""
+        self._need_hello()
+        return self._tracker_reply(self.request(W.T_TRACK_START, reply_max=256), "TRACK_START")
+
+    def track_stop(self, revert: bool = False) -> TrackerStatus:
+        """TRACK_STOP: stop the tracker; its codes stay in RAM, or with ``revert`` the flashed table's come back."""
+        self._need_hello()
+        return self._tracker_reply(self.request(W.T_TRACK_STOP, M.pack_track_stop(revert), reply_max=256),
+                                   "TRACK_STOP")
+
+    def track_status(self, detail: bool = False) -> TrackerStatus:
+        """TRACK_STATUS; with ``detail`` also each group's code moves (RAM codes against the active table) and the
+        tracker's per-group flags (frozen groups and their reasons)."""
+        h = self._need_hello()
+        st = self._tracker_reply(self.request(W.T_TRACK_STATUS, reply_max=256), "TRACK_STATUS")
+        if not detail:
+            return st
+        ram = self.read_ram_codes()
+        moves = None
+        if h.has_table:
+            flashed = self.active_table()[0]
+            moves = {k: [int(a) - int(b) for a, b in zip(ram[k], flashed[k])] for k in ram}
+        flags = None
+        if st.windows or st.running or st.why != "not started since boot":
+            try:
+                flags = self._read_track(M.READ_FLAGS, 0)
+            except BoardError:
+                flags = None
+        import dataclasses
+
+        return dataclasses.replace(st, moves=moves, flags=flags)
+
+    def _read_track(self, what: int, knob: int) -> list:
+        h = self._need_hello()
+        k = h.knobs[knob]
+        width = 1 if what == M.READ_FLAGS else M.code_width(k.bits)
+        out: list = []
+        total = None
+        while total is None or len(out) < total:
+            r, _ = self.transfer(W.T_TRACK_READ,
+                                 lambda size: M.pack_track_read(what, knob, len(out), max(1, min(0xFFFF, size // width))),
+                                 op_s=h.op_ms / 1000.0, reply_extra=16)
+            payload = self._ok(r, "TRACK_READ")
+            try:
+                _, _, first, tot, values = M.unpack_track_read_reply(payload, k.bits)
+            except ValueError as e:
+                raise protocol.RemoteProtocolError(f"malformed TRACK_READ reply: {e}") from None
+            if first != len(out) or (not values and len(out) < tot):
+                raise protocol.RemoteProtocolError("TRACK_READ returned the wrong piece")
+            total = tot
+            out += values
+        return out
+
+    def read_ram_codes(self) -> dict:
+        """The codes the board runs now (RAM), per knob: the tracker's while it runs or after it stopped, else the
+        flashed table's or what SET_CODES set."""
+        h = self._need_hello()
+        return {k.name: self._read_track(M.READ_CODES, i) for i, k in enumerate(h.knobs)}
+
+    def active_table(self) -> tuple[dict, Optional[dict], dict]:
+        """The active table from the NVM (READ_TABLE, decoded): (codes per knob, its tracker section in the
+        firmware's units or None, where: bank, generation, crc). Raises BridgeError when the board has no table
+        or what was read does not decode."""
+        from .errors import BridgeError
+
+        h = self.hello()
+        if not h.has_table:
+            raise BridgeError(f"board {h.uid} has no table in its NVM (it runs the reference codes)",
+                              board_table=h.table_desc())
+        bank, gen, crc, data = self.read_table()
+        if nvm.crc32(data) != crc:
+            raise BridgeError(f"the table read from board {h.uid} does not match its CRC 0x{crc:08x} (read again)",
+                              board_table=h.table_desc())
+        try:
+            knobs, tracker = nvm.decode_payload(data)
+        except ValueError as e:
+            raise BridgeError(f"board {h.uid}'s active table does not decode: {e}", board_table=h.table_desc()) \
+                from None
+        return ({k["name"]: list(k["codes"]) for k in knobs}, tracker,
+                {"bank": nvm.BANK_NAMES[bank], "generation": gen, "crc": f"0x{crc:08x}"})
 
     def reset(self) -> Hello:
         """RESET the board, then HELLO: returns the new boot's HELLO (its boot count has moved on)."""

@@ -17,6 +17,7 @@ commit point); this module adds the host's side of it:
 """
 from __future__ import annotations
 
+import struct
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -52,14 +53,15 @@ class TableImage:
     profile_sha256: str
     knobs: Mapping[str, KnobCodes]
     source: str = "<table>"
+    tracker: Optional[Mapping] = None  # the tracker section in the firmware's units (nvm.encode_table), or None
 
     @classmethod
     def from_gain_table(cls, table, source: str = "<table>") -> "TableImage":
-        """From a ``hw_models.table.GainTable``."""
+        """From a ``hw_models.table.GainTable`` (its tracker section, if any, goes into a format-2 payload)."""
         return cls(chip_uid=table.chip_uid, profile=table.profile, profile_sha256=table.profile_sha256,
                    knobs={k: KnobCodes(v.sharing, int(v.bits), tuple(int(c) for c in v.codes))
                           for k, v in table.knobs.items()},
-                   source=source)
+                   source=source, tracker=tracker_to_firmware(table.tracker) if table.tracker else None)
 
     @classmethod
     def load(cls, path) -> "TableImage":
@@ -82,7 +84,8 @@ class TableImage:
                    source=source)
 
     def check_against(self, h: Hello) -> None:
-        """Refuse a board this table was not made for (raises IdentityError; nothing has been written)."""
+        """Refuse a board this table was not made for (raises IdentityError; nothing has been written): another
+        UID or profile, other knobs, or a tracker section sized for another geometry."""
         where = f"{self.source} is for"
         if h.uid != self.chip_uid:
             raise IdentityError(f"{where} chip {self.chip_uid!r} but the board is {h.uid!r}; nothing was written",
@@ -103,6 +106,10 @@ class TableImage:
                     f"knob {name!r}: {self.source} has {len(kc.codes)} {kc.bits}-bit codes per {kc.sharing}, board "
                     f"{h.uid!r} has {b.n_groups} {b.bits}-bit codes per {b.sharing}; nothing was written",
                     board_table=h.table_desc())
+        if self.tracker is not None and len(self.tracker["offset"]) != h.n_neurons:
+            raise IdentityError(f"{self.source}: its tracker section has {len(self.tracker['offset'])} ADC offsets, "
+                                f"board {h.uid!r} has {h.n_neurons} neurons; nothing was written",
+                                board_table=h.table_desc())
 
     def payload(self, h: Hello) -> bytes:
         """The NVM table payload (docs/protocol.md, "Table payload"), knobs in the board's order.
@@ -113,7 +120,44 @@ class TableImage:
         return nvm.encode_table([
             {"name": k.name, "sharing": M.SHARING.index(self.knobs[k.name].sharing), "bits": self.knobs[k.name].bits,
              "codes": list(self.knobs[k.name].codes)}
-            for k in h.knobs])
+            for k in h.knobs], tracker=self.tracker)
+
+
+def tracker_to_firmware(tr: Mapping) -> dict:
+    """A table's tracker section (hw_models.table, seconds, JSON names) in the firmware's units and names (ms;
+    ``a``, ``b``, ``offset``): what ``nvm.encode_table`` writes."""
+    ms = lambda s: int(round(float(s) * 1000.0))  # noqa: E731
+    return {"boot": 1 if tr["boot"] == "on" else 0, "splits": int(tr["splits"]), "window_ms": ms(tr["window_s"]),
+            "halflife_ms": ms(tr["halflife_s"]), "dev_halflife_ms": ms(tr["dev_halflife_s"]),
+            "band": float(tr["band"]), "rate_hz": float(tr["rate_hz"]), "fano": float(tr["fano"]),
+            "rate_se": float(tr["rate_se"]), "balance_se": float(tr["balance_se"]), "gamma": float(tr["gamma"]),
+            "sat_ratio": float(tr["sat_ratio"]), "silent_expected": float(tr["silent_expected"]),
+            "max_step": float(tr["max_step"]), "beta": [float(x) for x in tr["beta"]],
+            "a": [float(x) for x in tr["a_pa"]], "b": [float(x) for x in tr["b_pa"]],
+            "offset": [float(x) for x in tr["adc_offset_pa"]]}
+
+
+def _shortest_f32(x: float) -> float:
+    """The shortest decimal whose f32 is ``x``'s (9 significant digits always are)."""
+    exact = struct.pack("<f", float(x))
+    for digits in range(6, 9):
+        y = float("%.*g" % (digits, float(x)))
+        if struct.pack("<f", y) == exact:
+            return y
+    return float("%.9g" % float(x))
+
+
+def tracker_from_firmware(t: Mapping) -> dict:
+    """The inverse of ``tracker_to_firmware`` (a tracker section read back from a board's NVM), each number the
+    shortest decimal that is the same f32, so that the section writes back byte for byte."""
+    f = _shortest_f32
+    return {"boot": "on" if t["boot"] else "off", "band": f(t["band"]), "window_s": t["window_ms"] / 1000.0,
+            "splits": int(t["splits"]), "halflife_s": t["halflife_ms"] / 1000.0,
+            "dev_halflife_s": t["dev_halflife_ms"] / 1000.0, "rate_hz": f(t["rate_hz"]), "fano": f(t["fano"]),
+            "rate_se": f(t["rate_se"]), "balance_se": f(t["balance_se"]), "gamma": f(t["gamma"]),
+            "sat_ratio": f(t["sat_ratio"]), "silent_expected": f(t["silent_expected"]), "max_step": f(t["max_step"]),
+            "beta": [f(x) for x in t["beta"]], "a_pa": [f(x) for x in t["a"]], "b_pa": [f(x) for x in t["b"]],
+            "adc_offset_pa": [f(x) for x in t["offset"]]}
 
 
 @dataclass

@@ -8,7 +8,9 @@ The library behind ``eical read-table`` and ``eical rollback`` (docs/protocol.md
   ``table.json`` like any other: flashing it back to the same board is "already up to date" (same knobs in the
   board's order, same codes, so the same payload and CRC). What the board does not store (targets, metrics, the
   verdict, the mismatch seed) is absent; ``controller`` says where the codes came from (``"read-back"``, the port,
-  bank, generation and CRC).
+  bank, generation and CRC). A format-2 table keeps its tracker section (docs/protocol.md, "Table payload").
+  With ``tracked=True`` (``eical read-table --tracked``) the codes come from the board's RAM instead: what its
+  on-board tracker found, in a table ``eical flash`` accepts (``controller`` names the tracker and its state).
 - :func:`previous_table` asks the board (ROLLBACK, query) which table a rollback would activate;
   :func:`rollback` activates it. The board revokes the active bank's header (nvm Rule 4: one 4-byte program, safe
   to cut at any point), so the newer table is gone from the board afterwards: flash its ``table.json`` to return.
@@ -19,13 +21,14 @@ import datetime as _dt
 from dataclasses import dataclass, field
 from typing import Any, Mapping, Optional, Sequence
 
-from hw_models.table import GainTable, KnobTable
+from hw_models.table import GainTable, KnobTable, check_tracker
 
-from .client import BoardClient, Hello
+from .client import BoardClient, Hello, TrackerStatus
 from .errors import BoardError, BridgeError, LinkLost, VerifyFailed
 from .firmware import messages as M
 from .firmware import nvm
 from .firmware import wire as W
+from .flash import tracker_from_firmware
 
 __all__ = ["BoardTable", "gain_table_from_board", "read_board_table", "NothingToRollBack", "RollbackReport",
            "previous_table", "rollback", "bank_index"]
@@ -50,23 +53,31 @@ def _desc(bank: int, gen: int, crc: int, length: int) -> str:
 
 
 def gain_table_from_board(identity: Any, knobs: Sequence[Mapping[str, Any]], *,
-                          provenance: Optional[Mapping[str, Any]] = None) -> GainTable:
+                          provenance: Optional[Mapping[str, Any]] = None, tracker: Optional[Mapping] = None,
+                          source: str = "read-back") -> GainTable:
     """A ``GainTable`` of a board's codes.
 
     ``identity``: anything with ``uid``, ``profile`` and ``profile_sha256`` (hex), such as a ``Hello``.
     ``knobs``: per knob a mapping with ``name``, ``sharing`` (a name, or the wire's index), ``bits`` and ``codes``
     (as ``nvm.decode_table`` gives them). ``provenance``: where the codes came from, kept as the table's
     ``controller`` (``{"name": "read-back", "settings": provenance}``). Knobs are sorted by name, as a calibration
-    writes them. The table has no targets, metrics or seed: the board stores none of them."""
+    writes them. The table has no targets, metrics or seed: the board stores none of them. ``tracker``: the
+    payload's tracker section in the firmware's units (``nvm.decode_payload``), kept as the table's (format 2), its
+    rate target as the table's target."""
     tables = {}
     for k in knobs:
         sharing = k["sharing"] if isinstance(k["sharing"], str) else M.SHARING[k["sharing"]]
         tables[k["name"]] = KnobTable(sharing, int(k["bits"]), [int(c) for c in k["codes"]])
+    knobs_sorted = {name: tables[name] for name in sorted(tables)}
+    section = None
+    if tracker is not None:
+        section = check_tracker(tracker_from_firmware(tracker), knobs_sorted, f"board {identity.uid}")
     return GainTable(chip_uid=identity.uid, profile=identity.profile, profile_sha256=identity.profile_sha256,
-                     knobs={name: tables[name] for name in sorted(tables)}, seed=None, targets={}, metrics={},
-                     controller={"name": "read-back", "settings": dict(provenance or {})},
+                     knobs=knobs_sorted, seed=None,
+                     targets={"rate_hz": section["rate_hz"], "proxy_pa": 0.0} if section else {}, metrics={},
+                     controller={"name": source, "settings": dict(provenance or {})},
                      created=_dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
-                     eical_version=_eical_version())
+                     eical_version=_eical_version(), tracker=section)
 
 
 def _eical_version() -> str:
@@ -90,21 +101,30 @@ class BoardTable:
     length: int
     active: bool
     hello: Hello = field(repr=False)
+    tracker_status: Optional[TrackerStatus] = None  # with ``tracked``: the tracker's state when its codes were read
 
     def describe(self) -> str:
         return _desc(self.bank, self.generation, self.crc, self.length)
 
     def to_dict(self) -> dict:
-        return {"uid": self.uid, "bank": nvm.BANK_NAMES[self.bank], "generation": self.generation,
-                "crc": f"0x{self.crc:08x}", "bytes": self.length, "active": self.active,
-                "knobs": {k: len(v.codes) for k, v in self.table.knobs.items()}}
+        d = {"uid": self.uid, "bank": nvm.BANK_NAMES[self.bank], "generation": self.generation,
+             "crc": f"0x{self.crc:08x}", "bytes": self.length, "active": self.active,
+             "knobs": {k: len(v.codes) for k, v in self.table.knobs.items()}, "tracked": self.tracker_status is not None}
+        if self.tracker_status is not None:
+            d["tracker"] = self.table.controller["settings"]["tracker"]
+        return d
 
 
-def read_board_table(client: BoardClient, bank: int = M.NO_BANK, *, port: str = "") -> BoardTable:
-    """Read a bank's table (``M.NO_BANK``: the active one) and return it as a ``BoardTable``.
+def read_board_table(client: BoardClient, bank: int = M.NO_BANK, *, port: str = "",
+                     tracked: bool = False) -> BoardTable:
+    """Read a bank's table (``M.NO_BANK``: the active one) and return it as a ``BoardTable``; with ``tracked``
+    the active table with the codes the board runs now (RAM: its on-board tracker's) in place of the flashed ones.
 
-    Raises ``BridgeError`` when the bank holds no table, ``VerifyFailed`` when what was read does not match the
-    CRC the board reports, does not decode or does not fit the board's knobs, ``LinkLost``."""
+    Raises ``BridgeError`` when the bank holds no table (with ``tracked``: also when it is not the active one, has
+    no tracker section, or the tracker has not run since boot), ``VerifyFailed`` when what was read does not match
+    the CRC the board reports, does not decode or does not fit the board's knobs, ``LinkLost``."""
+    if tracked and bank != M.NO_BANK:
+        raise BridgeError("the tracked codes belong to the active table: --tracked reads no other bank")
     h = client.hello()
     if bank == M.NO_BANK and not h.has_table:
         raise BridgeError(f"board {h.uid} has no table to read (it runs the reference codes; nothing was ever "
@@ -120,7 +140,7 @@ def read_board_table(client: BoardClient, bank: int = M.NO_BANK, *, port: str = 
         raise VerifyFailed(f"the table read from bank {nvm.BANK_NAMES[b]} does not match its CRC 0x{crc:08x} "
                            f"(read 0x{nvm.crc32(data):08x} over {len(data)} B)", board_table=h.table_desc())
     try:
-        knobs = nvm.decode_table(data)
+        knobs, tracker = nvm.decode_payload(data)
     except ValueError as e:
         raise VerifyFailed(f"the table in bank {nvm.BANK_NAMES[b]} does not decode: {e}", board_table=h.table_desc()) \
             from None
@@ -133,9 +153,34 @@ def read_board_table(client: BoardClient, bank: int = M.NO_BANK, *, port: str = 
     active = h.has_table and b == h.active_bank and gen == h.generation and crc == h.table_crc
     provenance = {"port": port, "bank": nvm.BANK_NAMES[b], "generation": gen, "crc": f"0x{crc:08x}",
                   "active": active, "firmware": h.firmware}
-    table = gain_table_from_board(h, knobs, provenance=provenance)
+    status = None
+    if tracked:
+        status = _tracked_codes(client, h, knobs, tracker, provenance)
+    table = gain_table_from_board(h, knobs, provenance=provenance, tracker=tracker,
+                                  source="on-board-tracker" if tracked else "read-back")
     return BoardTable(table=table, uid=h.uid, bank=b, generation=gen, crc=crc, length=len(data), active=active,
-                      hello=h)
+                      hello=h, tracker_status=status)
+
+
+def _tracked_codes(client: BoardClient, h: Hello, knobs: list, tracker: Optional[Mapping],
+                   provenance: dict) -> TrackerStatus:
+    """Put the board's RAM codes into ``knobs`` (in place) and what the tracker did into ``provenance``; the
+    tracker's status. BridgeError when nothing was tracked (no tracker section, or no window since boot)."""
+    if tracker is None:
+        raise BridgeError(f"board {h.uid}'s active table has no tracker section: nothing was tracked",
+                          board_table=h.table_desc())
+    status = client.track_status()
+    if status.windows == 0:
+        raise BridgeError(f"the tracker of board {h.uid} has not run since boot ({status.why}): its RAM codes are "
+                          "the flashed table's", board_table=h.table_desc())
+    ram = client.read_ram_codes()
+    for k in knobs:
+        k["codes"] = [int(c) for c in ram[k["name"]]]
+    provenance["read_from"] = "board RAM (on-board tracker)"
+    provenance["tracker"] = {"running": status.running, "windows": status.windows, "tracked_s": status.tracked_s,
+                             "temperature_k": status.temperature_k, "frozen_groups": status.frozen,
+                             "at_band": status.at_band}
+    return status
 
 
 # -- rollback ---------------------------------------------------------------------------------------------------------

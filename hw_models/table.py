@@ -12,8 +12,28 @@ Format (DESIGN.md "Files")::
       "verdict": {"met": true, "complete": true, "criteria": [{"name": "rate_cv", "value": 0.041, "limit": 0.05,
                   "met": true, "source": "true", "uncertainty": 0.0015}, ...]},
       "created": "2026-11-23T05:00:00Z",
-      "eical_version": "0.1.0"
+      "eical_version": "0.1.0",
+      "tracker": {...}                      (format 2 only: what the on-board tracker needs; see below)
     }
+
+Versions: format 1 has no ``tracker`` section; format 2 adds it. A table is written as format 1 when it has no
+tracker section (so an older eical still reads it) and as format 2 when it has one; both are read.
+
+The ``tracker`` section (docs/protocol.md, "Table payload"; docs/controller.md, "On-board tracking") carries what
+the host's calibration learnt and the board's tracker reuses, and the tracker's settings:
+
+- ``boot``: ``"on"`` or ``"off"``: whether the board starts its tracker when it boots this table;
+- ``band``: the safety band, relative gain: every code stays within ``code * (1 +- band)`` of this table's;
+- ``window_s``, ``splits``: the tracker's window (model seconds) and how many sub-windows it is read in;
+- ``halflife_s``: forgetting of the population parts (their drift line forgets 4x slower);
+  ``dev_halflife_s``: forgetting of each group's own deviations (0: never);
+- ``rate_hz``: the rate target; ``sat_ratio``: a neuron faster than this times the target is frozen as saturated;
+  ``silent_expected``: a neuron with no spike where this many were expected is frozen as silent;
+  ``max_step``: the largest change of ln s or ln r per window;
+- ``fano``, ``gamma``, ``rate_se``, ``balance_se``: the calibration's Fano factor, d ln rate / d ln r, and the
+  precision of the table's rates and balance (the tracker's warm-start prior);
+- ``beta`` (per group): d ln rate / d ln s; ``a_pa``, ``b_pa`` (per group): balance sensitivities, pA per unit
+  gain (``y = gain_e a - gain_i b``); ``adc_offset_pa`` (per neuron): each proxy channel's ADC offset.
 
 A table is tied to one chip: ``check_identity`` refuses a chip with another uid or profile hash, and
 ``check_knobs`` refuses codes that do not fit the chip's knobs. Both raise ``TableError`` subclasses with one
@@ -37,10 +57,29 @@ from .device import DeviceIdentity, KnobSpec
 from .files import decode_utf8, read_limited, value_problem
 
 __all__ = ["GainTable", "KnobTable", "TableError", "IdentityMismatch", "SCHEMA_NAME", "SCHEMA_VERSION",
-           "TABLE_MAX_BYTES", "VERDICT_SOURCES", "check_verdict"]
+           "SCHEMA_VERSIONS", "TABLE_MAX_BYTES", "TRACKER_DEFAULTS", "check_tracker", "VERDICT_SOURCES",
+           "check_verdict"]
 
 SCHEMA_NAME = "eical-gain-table"
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # the newest format written (only when the table has a tracker section; else 1)
+SCHEMA_VERSIONS = (1, 2)  # formats read
+
+# The tracker section's settings and their defaults (the per-group and per-neuron arrays have none). The board's
+# firmware keeps the same defaults (firmware_bridge/firmware/tracker.py, in ms where this says s).
+TRACKER_DEFAULTS = {
+    "boot": "off", "band": 0.25, "window_s": 2.5, "splits": 4, "halflife_s": 15.0, "dev_halflife_s": 0.0,
+    "rate_hz": 10.0, "fano": 1.2, "rate_se": 0.035, "balance_se": 0.015, "gamma": 0.0, "sat_ratio": 4.0,
+    "silent_expected": 20.0, "max_step": 0.1,
+}
+TRACKER_ARRAYS = ("beta", "a_pa", "b_pa", "adc_offset_pa")
+# (lowest, highest, lowest included) of each number; ``splits`` is an integer
+_TRACKER_RANGES = {
+    "band": (0.0, 0.9, False), "window_s": (0.001, 3600.0, True), "splits": (1, 16, True),
+    "halflife_s": (0.001, 1e6, True), "dev_halflife_s": (0.0, 1e7, True), "rate_hz": (0.0, 1e5, False),
+    "fano": (0.5, 5.0, True), "rate_se": (0.001, 1.0, True), "balance_se": (0.001, 1.0, True),
+    "gamma": (-50.0, 50.0, True), "sat_ratio": (1.0, 1e3, False), "silent_expected": (0.0, 1e6, False),
+    "max_step": (0.0, 1.0, False),
+}
 VERDICT_SOURCES = ("true", "measured")  # a figure judged on emulator truth, or as a board measured it
 
 
@@ -92,6 +131,7 @@ class GainTable:
     controller: dict = field(default_factory=dict)
     created: str = ""
     eical_version: str = ""
+    tracker: Optional[dict] = None  # format 2: the on-board tracker's section (module docstring)
     verdict: Optional[dict] = None
 
     @property
@@ -119,7 +159,7 @@ class GainTable:
     # -- files ------------------------------------------------------------------------------------------------
     def to_dict(self) -> dict:
         d = {
-            "schema": {"name": SCHEMA_NAME, "version": SCHEMA_VERSION},
+            "schema": {"name": SCHEMA_NAME, "version": 2 if self.tracker is not None else 1},
             "chip": {"uid": self.chip_uid, "profile": self.profile, "profile_sha256": self.profile_sha256,
                      "seed": self.seed},
             "knobs": {k: v.to_dict() for k, v in self.knobs.items()},
@@ -129,6 +169,8 @@ class GainTable:
             "created": self.created,
             "eical_version": self.eical_version,
         }
+        if self.tracker is not None:
+            d["tracker"] = self.tracker
         if self.verdict is not None:
             d["verdict"] = self.verdict
         return d
@@ -141,6 +183,13 @@ class GainTable:
             token = f"@@codes:{k}@@"
             placeholders[json.dumps(token)] = json.dumps(kv["codes"], separators=(",", ":"))
             kv["codes"] = token
+        if d.get("tracker") is not None:
+            d["tracker"] = dict(d["tracker"])
+            for k in TRACKER_ARRAYS:
+                if k in d["tracker"]:
+                    token = f"@@tracker:{k}@@"
+                    placeholders[json.dumps(token)] = json.dumps(d["tracker"][k], separators=(",", ":"))
+                    d["tracker"][k] = token
         text = json.dumps(d, indent=1, default=json_default)
         for token, compact in placeholders.items():
             text = text.replace(token, compact)
@@ -157,15 +206,16 @@ class GainTable:
         if not isinstance(d, dict):
             raise fail("<top>", "a JSON object", type(d).__name__)
         allowed = {"schema", "chip", "knobs", "targets", "metrics", "controller", "created", "eical_version",
-                   "verdict"}
+                   "tracker", "verdict"}
         for k in d:
             if k not in allowed:
                 raise TableError(f"{where}: {_short(k, 60)}: unknown key; expected one of {', '.join(sorted(allowed))}")
         sch = d.get("schema")
         if not isinstance(sch, dict) or sch.get("name") != SCHEMA_NAME:
             raise fail("schema.name", repr(SCHEMA_NAME), (sch or {}).get("name") if isinstance(sch, dict) else sch)
-        if sch.get("version") != SCHEMA_VERSION:
-            raise fail("schema.version", str(SCHEMA_VERSION), sch.get("version"))
+        version = sch.get("version")
+        if isinstance(version, bool) or version not in SCHEMA_VERSIONS:
+            raise fail("schema.version", " or ".join(str(v) for v in SCHEMA_VERSIONS), version)
         chip = d.get("chip")
         if not isinstance(chip, dict):
             raise fail("chip", "an object", chip)
@@ -197,11 +247,18 @@ class GainTable:
         for k in ("targets", "metrics", "controller"):
             if k in d and not isinstance(d[k], dict):
                 raise fail(k, "an object", d[k])
+        tracker = None
+        if "tracker" in d:
+            if version < 2:
+                raise TableError(f"{where}: tracker: a format-1 table has no tracker section (format 2 adds it)")
+            tracker = check_tracker(d["tracker"], knobs, where)
+        elif version >= 2:
+            raise fail("tracker", "the tracker section of a format-2 table", None)
         verdict = check_verdict(d["verdict"], fail) if d.get("verdict") is not None else None
         return cls(chip_uid=chip["uid"], profile=chip["profile"], profile_sha256=chip["profile_sha256"], seed=seed,
                    knobs=knobs, targets=d.get("targets", {}), metrics=d.get("metrics", {}),
                    controller=d.get("controller", {}), created=str(d.get("created", "")),
-                   eical_version=str(d.get("eical_version", "")), verdict=verdict)
+                   eical_version=str(d.get("eical_version", "")), tracker=tracker, verdict=verdict)
 
     @classmethod
     def load(cls, path) -> "GainTable":
@@ -239,6 +296,64 @@ class GainTable:
             if kt.sharing != spec.sharing or kt.bits != spec.bits or len(kt.codes) != spec.n_groups:
                 raise TableError(f"knob {k!r}: table has {len(kt.codes)} {kt.bits}-bit codes per {kt.sharing}, "
                                  f"chip has {spec.n_groups} {spec.bits}-bit codes per {spec.sharing}")
+        if self.tracker is not None:
+            n = len(next(iter(knobs.values())).group_of)
+            if len(self.tracker["adc_offset_pa"]) != n:
+                raise TableError(f"tracker section: {len(self.tracker['adc_offset_pa'])} ADC offsets, but the chip "
+                                 f"has {n} neurons")
+
+
+def check_tracker(tr: Any, knobs: Mapping[str, "KnobTable"], where: str = "<dict>") -> dict:
+    """The validated tracker section (module docstring), every setting present (defaults filled in); raises
+    TableError naming the key path and what was expected. ``knobs``: the table's knobs, for the array lengths."""
+    def fail(path: str, expected: str, got: Any) -> TableError:
+        return TableError(f"{where}: tracker.{path}: expected {expected}, got {_short(got)}")
+
+    if not isinstance(tr, dict):
+        raise TableError(f"{where}: tracker: expected an object, got {_short(tr)}")
+    for k in tr:
+        if k not in TRACKER_DEFAULTS and k not in TRACKER_ARRAYS:
+            raise TableError(f"{where}: tracker.{_short(k, 60)}: unknown key; expected one of "
+                             f"{', '.join(sorted(list(TRACKER_DEFAULTS) + list(TRACKER_ARRAYS)))}")
+    out = dict(TRACKER_DEFAULTS)
+    for k, (lo, hi, closed) in _TRACKER_RANGES.items():
+        if k not in tr:
+            continue
+        v = tr[k]
+        integer = k == "splits"
+        if isinstance(v, bool) or not isinstance(v, int if integer else (int, float)) or not math.isfinite(v) \
+                or v > hi or v < lo or (v == lo and not closed):
+            what = "an integer" if integer else "a number"
+            raise fail(k, f"{what} in {'[' if closed else '('}{lo:g}, {hi:g}]", v)
+        out[k] = v
+    if "boot" in tr:
+        if tr["boot"] not in ("on", "off"):
+            raise fail("boot", "'on' or 'off'", tr["boot"])
+        out["boot"] = tr["boot"]
+    sharing = {kt.sharing for kt in knobs.values()}
+    groups = {len(kt.codes) for kt in knobs.values()}
+    G = groups.pop() if len(groups) == 1 else None
+    for k in TRACKER_ARRAYS:
+        v = tr.get(k)
+        if not isinstance(v, list) or not v:
+            raise fail(k, "a non-empty list of numbers", v)
+        for i, x in enumerate(v):
+            positive = k != "adc_offset_pa"
+            if isinstance(x, bool) or not isinstance(x, (int, float)) or not math.isfinite(x) or abs(x) > 1e9 \
+                    or (positive and x <= 0):
+                raise fail(f"{k}[{i}]", "a positive number" if positive else "a finite number (pA)", x)
+        n = len(v)
+        if k != "adc_offset_pa" and n != G:
+            raise fail(k, f"one number per knob group ({G})", f"{n} numbers")
+        if k == "adc_offset_pa" and sharing == {"neuron"} and n != G:
+            raise fail(k, f"one number per neuron ({G})", f"{n} numbers")
+        out[k] = [float(x) for x in v]
+    if G is None or len(sharing) != 1:
+        raise TableError(f"{where}: tracker: gain_e and gain_i must be shared alike for the tracker")
+    if G and len(out["adc_offset_pa"]) % G:
+        raise fail("adc_offset_pa", f"a multiple of the {G} groups (one number per neuron)",
+                   f"{len(out['adc_offset_pa'])} numbers")
+    return out
 
 
 def check_verdict(v: Any, fail: Any) -> dict:

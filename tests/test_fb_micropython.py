@@ -106,7 +106,7 @@ def test_cli_flash_against_micropython(tmp_path):
         assert r.returncode == 0, r.stderr
         assert json.loads(r.stdout)["outcome"] == "flashed"
         h = json.loads(run("info", "--port", emu.path, "--json").stdout)
-        assert h["generation"] == 1 and h["firmware"] == "0.2.0"
+        assert h["generation"] == 1 and h["firmware"] == "0.3.0"
 
 
 def test_every_firmware_module_imports_under_micropython():
@@ -117,3 +117,44 @@ def test_every_firmware_module_imports_under_micropython():
         "import firmware.%s\n" % m for m in mods) + "print('ok', %d)\n" % len(mods)
     out = subprocess.run([MICROPYTHON, "-c", code], capture_output=True, text=True, timeout=60)
     assert out.returncode == 0 and out.stdout.strip() == "ok %d" % len(mods), out.stderr
+
+
+def test_on_board_tracker_runs_under_micropython_and_agrees_with_cpython(tmp_path):
+    """The tracker in the firmware under the MicroPython unix port, behind a pty: START, run alone, STOP; the codes
+    it reached are those of the same firmware under CPython after as many windows (the test chip has no noise)."""
+    import dataclasses
+    import time
+
+    from firmware_bridge.firmware import board as B
+    from firmware_bridge.testing import memory_client
+
+    n, uid, seed = 48, "mp-track-0002", 4
+    chip = TestChip(n, uid, seed)
+    info = chip.info()
+    img = TableImage.from_codes(uid, info["profile_sha256"], {"gain_e": [120 + i % 9 for i in range(n)],
+                                                              "gain_i": [128 - i % 7 for i in range(n)]},
+                                profile="mp-testchip")
+    img = dataclasses.replace(img, tracker=chip.tracker_section(rate_hz=28.0, band=0.3))
+    with EmulatorProcess(["--micropython", "--test-chip", str(n), "--uid", uid, "--seed", str(seed)],
+                         nvm=tmp_path / "mp.nvm") as emu:
+        c = BoardClient(SerialTransport.open(emu.path))
+        assert flash_table(c, img).outcome == "flashed"
+        nvm_before = (tmp_path / "mp.nvm").read_bytes()
+        assert c.track_start().running
+        deadline = time.monotonic() + 60
+        while c.track_status().windows < 12 and time.monotonic() < deadline:
+            time.sleep(0.1)
+        st = c.track_stop()
+        assert st.windows >= 12 and not st.running and st.why == "stopped by the host"
+        ram = c.read_ram_codes()
+        c.close()
+    assert (tmp_path / "mp.nvm").read_bytes() == nvm_before  # RAM only, under MicroPython too
+    flash = nvm.RamFlash(nvm.flash_size())
+    local = memory_client(lambda: B.Board(TestChip(n, uid, seed), flash))
+    flash_table(local, img)
+    local.track_start()
+    board = local.transport.board
+    for _ in range(st.windows * board.tracker.splits):
+        board.tick()
+    assert local.read_ram_codes() == ram
+    assert local.track_status().moved == st.moved

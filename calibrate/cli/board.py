@@ -1,5 +1,5 @@
-"""``eical flash | info | read-table | rollback | devices | board-emulator | nvm``: a dev board, through
-``firmware_bridge`` (esptool style).
+"""``eical flash | info | read-table | rollback | devices | board-emulator | nvm`` and ``eical track --on-board``:
+a dev board, through ``firmware_bridge`` (esptool style).
 
 Each handler calls the bridge, prints one result (or one ``--json`` object on stdout), and turns a bridge error into
 its exit code from the one table (:mod:`.exits`) with one error line on stderr that says which table the board runs
@@ -14,10 +14,10 @@ import sys
 from pathlib import Path
 from typing import Any, Optional
 
-from .argtypes import add_seed_argument
+from .argtypes import add_seed_argument, positive_float, temperature_ramp
 from .exits import MEANING, ExitCode, exit_code_for
 
-__all__ = ["add_subcommands"]
+__all__ = ["add_subcommands", "cmd_track_onboard", "port_args"]
 
 BOARD_CODES = (ExitCode.OK, ExitCode.USAGE, ExitCode.IDENTITY, ExitCode.LINK_LOST, ExitCode.VERIFY, ExitCode.BOARD,
                ExitCode.INTERRUPTED)
@@ -225,8 +225,37 @@ def _cmd_devices(args: argparse.Namespace) -> int:
     return ExitCode.OK
 
 
+def cmd_track_onboard(args: argparse.Namespace) -> int:
+    """``eical track --port P --on-board start|stop|status``: the board's own tracker (docs/protocol.md,
+    "The on-board tracker"). ``eical track`` without ``--on-board`` runs the host-side tracking session."""
+    from firmware_bridge.errors import BridgeError
+    from firmware_bridge.host import open_client
+
+    client = None
+    try:
+        client = open_client(args.port, args.baud)
+        if args.on_board == "start":
+            st = client.track_start()
+        elif args.on_board == "stop":
+            st = client.track_stop(revert=args.revert)
+        else:
+            st = client.track_status(detail=True)
+        h = client.hello_info
+    except BridgeError as e:
+        return _fail(e, "track", args.json)
+    finally:
+        if client is not None:
+            client.close()
+    if args.json:
+        print(json.dumps(dict(st.to_dict(), ok=True, board=h.uid if h else None, table=h.table_desc() if h else None)))
+    else:
+        print(f"board {h.uid}: {h.table_desc()}" if h else "")
+        print(st.summary())
+    return ExitCode.OK
+
+
 def _cmd_board_emulator(args: argparse.Namespace) -> int:
-    from firmware_bridge.emulator import run_emulator
+    from firmware_bridge.emulator import TemperatureRamp, run_emulator
     from firmware_bridge.errors import BridgeError
 
     test_chip = args.test_chip or (64 if args.micropython else None)
@@ -234,8 +263,10 @@ def _cmd_board_emulator(args: argparse.Namespace) -> int:
         print("eical: error: --new needs --nvm FILE", file=sys.stderr)
         return ExitCode.USAGE
     try:
+        ramp = TemperatureRamp(*args.temperature_ramp) if args.temperature_ramp else None
         return int(run_emulator(profile=args.profile, seed=args.seed, nvm_path=args.nvm, test_chip=test_chip,
-                                micropython=args.micropython, uid=args.uid, new_nvm=args.new) or 0)
+                                micropython=args.micropython, uid=args.uid, new_nvm=args.new, ramp=ramp,
+                                time_scale=args.time_scale, code_log=args.code_log) or 0)
     except KeyboardInterrupt:
         return ExitCode.OK
     except BridgeError as e:  # NvmImageError: the file is not an NVM image (left untouched)
@@ -275,10 +306,14 @@ def _cmd_read_table(args: argparse.Namespace) -> int:
     if not out.parent.is_dir():
         print(f"eical read-table: error: {out.parent} is not a directory", file=sys.stderr)
         return ExitCode.USAGE
+    if args.tracked and args.bank.lower() != "active":
+        print("eical read-table: error: --tracked reads the active table's tracked codes; it takes no --bank",
+              file=sys.stderr)
+        return ExitCode.USAGE
     client = None
     try:
         client = open_client(args.port, args.baud)
-        bt = read_board_table(client, bank_index(args.bank), port=args.port)
+        bt = read_board_table(client, bank_index(args.bank), port=args.port, tracked=args.tracked)
     except BridgeError as e:
         return _fail(e, "read-table", args.json)
     finally:
@@ -297,7 +332,14 @@ def _cmd_read_table(args: argparse.Namespace) -> int:
     else:
         knobs = ", ".join(f"{k} {len(v.codes)} codes" for k, v in bt.table.knobs.items())
         which = "active" if bt.active else "inactive"
-        print(f"read {bt.describe()} ({which}) of board {bt.uid}: {knobs} -> {out}")
+        st = bt.tracker_status
+        if st is not None:
+            state = "still running" if st.running else st.why
+            print(f"read the tracked codes of board {bt.uid} ({st.windows} windows, {st.tracked_s:.0f} s of model "
+                  f"time, {state}) over {bt.describe()}: {knobs} -> {out}; flash it with `eical flash {out} "
+                  f"--port {args.port}`")
+        else:
+            print(f"read {bt.describe()} ({which}) of board {bt.uid}: {knobs} -> {out}")
     return ExitCode.OK
 
 
@@ -332,12 +374,16 @@ def _bank(text: str) -> str:
     return text.strip()
 
 
-def _port_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--port", "-p", required=True, help="serial port or pyserial URL (/dev/ttyACM0, /dev/pts/7, "
+def port_args(p: argparse.ArgumentParser, required: bool = True) -> None:
+    p.add_argument("--port", "-p", required=required, help="serial port or pyserial URL (/dev/ttyACM0, /dev/pts/7, "
                    "socket://host:port, or eicalfault://PORT?ber=1e-3&seed=1&faults=all for a link with injected "
                    "noise)")
     p.add_argument("--baud", type=int, default=115200, help="nominal baud rate; scales timeouts (default 115200; "
                    "never 1200)")
+
+
+def _port_args(p: argparse.ArgumentParser) -> None:
+    port_args(p)
 
 
 def add_subcommands(subparsers: Any) -> None:
@@ -368,11 +414,14 @@ def add_subcommands(subparsers: Any) -> None:
                               "the board's CRC and writes it in the table.json format: the board's identity and "
                               "codes. What the board does not store (targets, metrics, the verdict, the seed) is "
                               "absent; 'controller' says it was read back (port, bank, generation, CRC). Flashing "
-                              "it back to the same board is 'already up to date'.", epilog=READ_EPILOG)
+                              "it back to the same board is 'already up to date'. With --tracked the codes come from "
+                              "the board's RAM: what its on-board tracker found, a table `eical flash` accepts.", epilog=READ_EPILOG)
     _port_args(p)
     p.add_argument("--out", "-o", required=True, metavar="TABLE", help="the table.json to write (refused if it "
                    "exists, unless --force)")
     p.add_argument("--bank", default="active", type=_bank, help="active (default), A or B (the previous table)")
+    p.add_argument("--tracked", action="store_true", help="the codes the board runs now (RAM: what its on-board "
+                   "tracker found) with the active table's identity and tracker section, instead of the flashed codes")
     p.add_argument("--force", action="store_true", help="overwrite --out if it exists")
     p.add_argument("--json", action="store_true", help="print the result as one JSON object on stdout")
     p.set_defaults(func=_cmd_read_table)
@@ -415,6 +464,14 @@ def _add_local_subcommands(subparsers: Any) -> None:
     p.add_argument("--micropython", action="store_true", help="run the firmware in a MicroPython unix-port process "
                    "(with the test chip)")
     p.add_argument("--uid", help="UID of the test chip")
+    p.add_argument("--temperature-ramp", type=temperature_ramp, metavar="T0:T1:SECONDS",
+                   help="drift the emulated chip: temperature from T0 to T1 kelvin over SECONDS of the board's model "
+                   "time, from its start")
+    p.add_argument("--time-scale", type=positive_float, metavar="X",
+                   help="run model time at X model seconds per wall second (1: a real-time board; idle time then "
+                   "passes too); default: free-running, as fast as the chip is simulated")
+    p.add_argument("--code-log", metavar="FILE", help="append every code change the chip sees to FILE (JSON lines: "
+                   "model_s, temperature_k, codes), to judge afterwards what the board ran")
     p.set_defaults(func=_cmd_board_emulator)
 
     p = subparsers.add_parser("nvm", help="check an NVM image file, or migrate one written before image headers",

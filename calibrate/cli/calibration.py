@@ -291,6 +291,21 @@ def _cmd_track(args: argparse.Namespace) -> int:
 
     from ..tracking import Ramp, run_tracking
 
+    if args.on_board is not None:
+        if args.port is None:
+            raise CliError("eical track --on-board needs --port P (the board whose tracker to start, stop or ask)")
+        from .board import cmd_track_onboard
+
+        return cmd_track_onboard(args)
+    if args.port is not None:
+        raise CliError("eical track --port P needs --on-board start|stop|status (host-side tracking runs an emulated "
+                       "chip: --profile, --seed, --table, --temperature-ramp)")
+    if args.revert:
+        raise CliError("--revert goes with --on-board stop")
+    missing = [f"--{k.replace('_', '-')}" for k in ("profile", "seed", "table", "temperature_ramp")
+               if getattr(args, k) is None]
+    if missing:
+        raise CliError(f"eical track needs {', '.join(missing)} (or --port P --on-board start|stop|status)")
     if args.backend != "numpy":
         raise CliError("eical track runs the emulated chip's temperature ramp: only --backend numpy")
     if args.out is not None:
@@ -397,14 +412,23 @@ def add_subcommands(sub: Any) -> None:
     _calibrate_arguments(p)
     p.set_defaults(func=_cmd_calibrate)
 
-    t = sub.add_parser("track", help="keep an emulated chip calibrated through a temperature ramp",
-                       description="Warm-start from TABLE and track a temperature ramp with the dual loop; compare "
-                                   "with the same chip on its static table.")
-    t.add_argument("--profile", required=True, help="device profile name or YAML path")
+    t = sub.add_parser("track", help="keep a chip calibrated through drift: an emulated chip from the host, or a "
+                       "board's own tracker (--on-board)",
+                       description="Host side: warm-start from TABLE and track a temperature ramp with the dual loop; "
+                                   "compare with the same chip on its static table. --port P --on-board "
+                                   "start|stop|status: the board's own tracker (RAM only; docs/protocol.md section 12).")
+    t.add_argument("--profile", help="device profile name or YAML path (host side)")
     add_seed_argument(t)
-    t.add_argument("--table", required=True, help="the table.json to start from")
-    t.add_argument("--temperature-ramp", type=temperature_ramp, required=True, metavar="T0:T1:SECONDS",
-                   help="from T0 to T1 kelvin over SECONDS of model time")
+    t.add_argument("--table", help="the table.json to start from (host side)")
+    t.add_argument("--temperature-ramp", type=temperature_ramp, metavar="T0:T1:SECONDS",
+                   help="from T0 to T1 kelvin over SECONDS of model time (host side)")
+    t.add_argument("--on-board", choices=("start", "stop", "status"),
+                   help="start, stop or ask the board's on-board tracker (with --port)")
+    from .board import port_args
+
+    port_args(t, required=False)
+    t.add_argument("--revert", action="store_true", help="--on-board stop: put the flashed table's codes back in "
+                   "RAM (default: keep the tracked ones)")
     t.add_argument("--backend", default="numpy", help="emulator backend (only numpy runs a temperature ramp)")
     t.add_argument("--checkpoints", type=positive_int, default=6, metavar="N",
                    help="true-figure checkpoints along the ramp (default 6)")

@@ -81,7 +81,15 @@ def table_summary(table: Any, source: str = "") -> dict:
                                        "profile_sha256": table.profile_sha256, "seed": table.seed},
             "created": table.created, "eical_version": table.eical_version, "controller": table.controller,
             "targets": table.targets, "knobs": knobs, "gains_note": note, "verdict": _verdict_of(table),
-            "metrics": table.metrics}
+            "metrics": table.metrics, "format": 2 if table.tracker is not None else 1, "tracker": _tracker_of(table)}
+
+
+def _tracker_of(table: Any) -> Optional[dict]:
+    """The settings of a format-2 table's tracker section (docs/controller.md, on-board tracking), arrays counted."""
+    tr = table.tracker
+    if tr is None:
+        return None
+    return {k: (len(v) if isinstance(v, list) else v) for k, v in tr.items()}
 
 
 def _print_summary(d: dict) -> None:
@@ -92,9 +100,10 @@ def _print_summary(d: dict) -> None:
     print(f"table      {d['source']}")
     print(f"chip       {chip['uid']} (profile {chip['profile']}, sha256 {chip['profile_sha256'][:16]}...{seed})")
     ctrl = d.get("controller") or {}
-    if ctrl.get("name") == "read-back":
+    if ctrl.get("name") in ("read-back", "on-board-tracker"):
         st = ctrl.get("settings") or {}
-        made = (f"read back from board at {st.get('port') or '?'} (bank {st.get('bank')}, gen {st.get('generation')},"
+        what = "the tracked codes of" if ctrl["name"] == "on-board-tracker" else "read back from"
+        made = (f"{what} board at {st.get('port') or '?'} (bank {st.get('bank')}, gen {st.get('generation')},"
                 f" crc {st.get('crc')}, {'active' if st.get('active') else 'inactive'}) on {d['created'] or '?'}")
     else:
         made = f"{d['created'] or '?'} by eical {d['eical_version'] or '?'}"
@@ -117,6 +126,11 @@ def _print_summary(d: dict) -> None:
     if t:
         print("targets    " + ", ".join(_target(k, v) for k, v in t.items()))
     print(f"verdict    {verdict_line(d.get('verdict'))}")
+    tr = d.get("tracker")
+    if tr:
+        print(f"tracker    format 2: on-board tracker {tr['boot']} at boot, band +-{100 * tr['band']:g} % of gain, "
+              f"{tr['window_s']:g} s windows in {tr['splits']}, half-life {tr['halflife_s']:g} s, "
+              f"{tr['beta']} groups, {tr['adc_offset_pa']} ADC offsets")
     m = d.get("metrics") or {}
     if not m:
         why = " (read back from a board: the board stores codes only)" if ctrl.get("name") == "read-back" else ""

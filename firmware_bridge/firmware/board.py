@@ -17,9 +17,15 @@
 #         end in the complete old table or the complete new one.
 # Rule 4 (RAM vs NVM): SET_CODES changes the codes in RAM only. At boot, at COMMIT and at ROLLBACK the RAM codes
 #         become the active table's codes (the profile's reference code everywhere on an empty board).
+# Rule 5 (the on-board tracker, tracker.py): while it runs (state TRACKING) the chip is the tracker's: the board
+#         runs one tracker sub-window per ``tick()`` (its I/O loop calls it whenever no request is waiting) and
+#         writes the tracker's codes to RAM, never to the NVM. The host may ask (HELLO, READ_TABLE, TRACK_STATUS,
+#         TRACK_READ) and stop it; SET_CODES and MEASURE are refused (E_STATE). FLASH_BEGIN and ROLLBACK stop it first. A
+#         reset boots the flashed table with the tracker as the table says (its tracker section's ``boot``).
 #
 # States: IDLE (no flash session), OPEN (BEGIN done, data may be written), VERIFIED (the written payload's CRC
-# and format checked out; COMMIT allowed). A reset loses the session: the board boots IDLE.
+# and format checked out; COMMIT allowed), TRACKING (the on-board tracker runs). A reset loses the session: the
+# board boots IDLE, or TRACKING when the active table says so.
 #
 # MicroPython subset: no typing, dataclasses, f-strings, struct.Struct, numpy.
 
@@ -27,14 +33,13 @@ import binascii
 
 from . import messages as M
 from . import nvm
+from . import tracker as TR
+from .board_tracker import TrackerHandlers
 from . import wire as W
 
-FW_VERSION = (0, 2, 0)  # 0.2: ROLLBACK
+FW_VERSION = (0, 3, 0)  # 0.2: ROLLBACK; 0.3: the on-board tracker (TRACK_*, TRACKING, table format 2)
 
-IDLE = 0
-OPEN = 1
-VERIFIED = 2
-STATE_NAMES = {IDLE: "IDLE", OPEN: "OPEN", VERIFIED: "VERIFIED"}
+from .states import IDLE, OPEN, STATE_NAMES, TRACKING, VERIFIED  # noqa: F401  (the states, named here as before)
 
 # (state, request type) -> state after an OK reply. Missing: E_STATE.
 TRANSITIONS = {
@@ -68,12 +73,32 @@ TRANSITIONS = {
     # COMMIT in IDLE is only OK when it names the active table: a resent COMMIT whose reply was lost and whose
     # cache entry is gone (the host sent something in between). Anything else is E_STATE.
     (IDLE, W.T_FLASH_COMMIT): IDLE,
+    # The on-board tracker (Rule 5). START in TRACKING starts it afresh from the flashed table.
+    (IDLE, W.T_TRACK_START): TRACKING,
+    (TRACKING, W.T_TRACK_START): TRACKING,
+    (IDLE, W.T_TRACK_STOP): IDLE,
+    (TRACKING, W.T_TRACK_STOP): IDLE,
+    (IDLE, W.T_TRACK_STATUS): IDLE,
+    (OPEN, W.T_TRACK_STATUS): OPEN,
+    (VERIFIED, W.T_TRACK_STATUS): VERIFIED,
+    (TRACKING, W.T_TRACK_STATUS): TRACKING,
+    (IDLE, W.T_TRACK_READ): IDLE,
+    (OPEN, W.T_TRACK_READ): OPEN,
+    (VERIFIED, W.T_TRACK_READ): VERIFIED,
+    (TRACKING, W.T_TRACK_READ): TRACKING,
+    (TRACKING, W.T_HELLO): TRACKING,
+    (TRACKING, W.T_READ_TABLE): TRACKING,
+    (TRACKING, W.T_RESET): IDLE,
+    # A flash stops the tracker first (the handler does it before anything else).
+    (TRACKING, W.T_FLASH_BEGIN): OPEN,
 }
 # ROLLBACK only outside a flash session: an open session is writing the very bank a rollback would activate.
 TRANSITIONS[(IDLE, W.T_ROLLBACK)] = IDLE
+# In TRACKING a query leaves the tracker running; a rollback stops it first (Rule 5), and the board is IDLE after.
+TRANSITIONS[(TRACKING, W.T_ROLLBACK)] = TRACKING
 
 
-class Board:
+class Board(TrackerHandlers):
     """One board: boots from the flash, then answers frames.
 
     ``store_class`` (a class attribute, ``nvm.Store``) is the NVM store the board boots with. It is a seam for
@@ -118,7 +143,7 @@ class Board:
         self.op_ms = op_ms
         self._encode = encode
         self._dec = W.Decoder(max_payload, decode)
-        self.store = self.store_class(flash, self.uid, self.sha, self.knobs, bank_size)
+        self.store = self.store_class(flash, self.uid, self.sha, self.knobs, bank_size, n_neurons=info["n_neurons"])
         # Boot: count it, pick the newest valid bank, load its codes into RAM and into the chip (Rule 4).
         self.boot_count = self.store.count_boot()
         active = self.store.scan()
@@ -135,6 +160,16 @@ class Board:
         self._last_key = None
         self._last_reply = None
         self.reset_requested = False
+        self.frames = 0  # good frames received since boot (TRACK_STATUS: proof of a silent host)
+        self.model_ms = 0.0  # model time the chip ran since boot (host windows and tracker windows)
+        self.prev_frame_ms = 0.0
+        self.last_frame_ms = 0.0
+        self.tracker = None
+        self.track_why = TR.WHY_NEVER
+        self.start_ms = 0.0
+        if active is not None and active.get("tracker") is not None and active["tracker"]["boot"]:
+            if self.start_tracker() == W.OK:
+                self.state = TRACKING
         self.handlers = {
             W.T_HELLO: self.on_hello,
             W.T_SET_CODES: self.on_set_codes,
@@ -146,6 +181,10 @@ class Board:
             W.T_FLASH_COMMIT: self.on_commit,
             W.T_READ_TABLE: self.on_read_table,
             W.T_RESET: self.on_reset,
+            W.T_TRACK_START: self.on_track_start,
+            W.T_TRACK_STOP: self.on_track_stop,
+            W.T_TRACK_STATUS: self.on_track_status,
+            W.T_TRACK_READ: self.on_track_read,
         }
         self.handlers[W.T_ROLLBACK] = self.on_rollback
 
@@ -172,6 +211,9 @@ class Board:
         rtype = (f.type | W.REPLY) & 0xFF
         if f.version != W.VERSION:
             return self.reply(rtype, f.seq, W.E_VERSION, b"")
+        self.frames += 1
+        self.prev_frame_ms = self.last_frame_ms
+        self.last_frame_ms = self.model_ms
         key = (f.type, f.seq, bytes(f.payload))
         if key == self._last_key:
             return self._last_reply
@@ -193,6 +235,8 @@ class Board:
                 status, payload = W.E_INTERNAL, b""
             if status == W.OK:
                 self.state = nxt
+            if self.state == TRACKING and (self.tracker is None or not self.tracker.running):
+                self.state = IDLE  # TRACKING only while the tracker runs (a rollback stopped it)
             out = self.reply(rtype, f.seq, status, payload)
         self._last_key = key
         self._last_reply = out
@@ -270,6 +314,7 @@ class Board:
             counts, proxies, hw_ms, temp_k = self.chip.measure(window_us / 1000.0, monitor)
         except Exception:
             return W.E_CHIP, b""
+        self.model_ms += window_us / 1000.0
         cnt = []
         for c in counts:
             c = int(c)
@@ -298,6 +343,10 @@ class Board:
         return W.OK, self.meas_page(first, page)
 
     def on_begin(self, payload):
+        # A flash stops the tracker first (Rule 5), whatever becomes of the flash; the tracked codes stay in RAM
+        # until the COMMIT loads the new table.
+        if self.tracker is not None and self.tracker.running:
+            self.stop_tracker(TR.WHY_FLASH)
         gen, length, crc, uid, sha = M.unpack_begin(payload)
         # Any failure here also abandons an open session: the host meant to start over.
         self.session = None
@@ -401,6 +450,8 @@ class Board:
         mode, gen, crc = M.unpack_rollback(payload)
         if mode > M.ROLLBACK_DO:
             return W.E_RANGE, b""
+        if mode == M.ROLLBACK_DO and self.state == TRACKING:
+            self.stop_tracker(TR.WHY_ROLLBACK)  # Rule 5: the tracker stops first, whatever becomes of the rollback
         a = self.store.active
         if a is None:
             return W.E_RANGE, b""

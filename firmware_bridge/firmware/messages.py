@@ -299,6 +299,99 @@ def unpack_table_chunk(payload):
     return bank, gen, crc, total, r.rest()
 
 
+# The on-board tracker (docs/protocol.md, "The on-board tracker") -------------------------------------------------
+#
+# TRACK_START: empty. TRACK_STOP: revert u8 (0: keep the tracked codes in RAM, 1: back to the flashed table's).
+# TRACK_STATUS: empty. The reply to all three is the status below.
+# TRACK_READ: what u8 (0: the codes in RAM of a knob, 1: the tracker's flags per group), knob u8, first u32,
+#   count u16. Reply: what u8, knob u8, first u32, total u32, k u16, then k codes (1 or 2 B, as SET_CODES) or
+#   k flags u8.
+#
+# Status: running u8, why u8 (tracker.WHY_*), section u8 (0: the active table has no tracker section, 1: off at
+# boot, 2: on at boot), splits u8 (sub-windows per window), windows u32, frames u32 (good frames the board received since boot, this request
+# included), board_ms f64 (model time the chip ran since boot), start_ms f64 (board_ms at the last start),
+# prev_frame_ms f64 (board_ms when the frame before this request arrived), tracked_ms f64, temperature_mK u32,
+# n_groups u32, moved_e u32, moved_i u32, max_move_e u16, max_move_i u16, at_band u32, frozen u32 (groups),
+# frozen_silent u32, frozen_saturated u32 (neurons), then f32 each: mean_move_e, mean_move_i, fano,
+# rate_target_hz, rate_last_hz, rate_cv_last, rate_pred_hz, balance_p95_last, balance_p95_smooth,
+# rate_drift_per_s, ratio_drift_per_s, band, window_ms.
+
+TRACK_STATUS_FMT = "<BBBBIIddddIIIIHHIIII13f"
+TRACK_STATUS_INTS = ("running", "why", "section", "splits", "windows", "frames", "board_ms", "start_ms",
+                     "prev_frame_ms", "tracked_ms", "temperature_mk", "n_groups", "moved_e", "moved_i",
+                     "max_move_e", "max_move_i", "at_band", "frozen", "frozen_silent", "frozen_saturated")
+TRACK_STATUS_FLOATS = ("mean_move_e", "mean_move_i", "fano", "rate_target_hz", "rate_last_hz",
+                       "rate_cv_last", "rate_pred_hz", "balance_p95_last", "balance_p95_smooth", "rate_drift_per_s",
+                       "ratio_drift_per_s", "band", "window_ms")
+READ_CODES = 0
+READ_FLAGS = 1
+
+
+def pack_track_status(st):
+    vals = []
+    for k in TRACK_STATUS_INTS:
+        vals.append(st.get(k, 0))
+    for k in TRACK_STATUS_FLOATS:
+        vals.append(float(st.get(k, 0.0)))
+    return struct.pack(TRACK_STATUS_FMT, *vals)
+
+
+def unpack_track_status(payload):
+    r = Reader(payload)
+    vals = r.take(TRACK_STATUS_FMT)
+    r.end()
+    out = {}
+    names = TRACK_STATUS_INTS + TRACK_STATUS_FLOATS
+    for i in range(len(names)):
+        out[names[i]] = vals[i]
+    return out
+
+
+def pack_track_stop(revert):
+    return struct.pack("<B", 1 if revert else 0)
+
+
+def unpack_track_stop(payload):
+    r = Reader(payload)
+    v = r.one("<B")
+    r.end()
+    if v > 1:
+        raise ValueError("revert must be 0 or 1")
+    return v == 1
+
+
+def pack_track_read(what, knob, first, count):
+    return struct.pack("<BBIH", what, knob, first, count)
+
+
+def unpack_track_read(payload):
+    r = Reader(payload)
+    out = r.take("<BBIH")
+    r.end()
+    return out
+
+
+def pack_track_read_reply(what, knob, first, total, values, bits):
+    if what == READ_FLAGS:
+        body = bytes(values)
+    else:
+        body = pack_codes(values, bits)
+    return struct.pack("<BBIIH", what, knob, first, total, len(values)) + body
+
+
+def unpack_track_read_reply(payload, bits):
+    r = Reader(payload)
+    what, knob, first, total, k = r.take("<BBIIH")
+    if what == READ_FLAGS:
+        values = list(r.raw(k))
+    else:
+        values = unpack_codes(r.raw(k * code_width(bits)), k, bits)
+    r.end()
+    if first + k > total:
+        raise ValueError("read runs past the end")
+    return what, knob, first, total, values
+
+
 # ROLLBACK: mode u8 (0 query, 1 roll back), generation u32, crc u32 (of the active table the host means to leave;
 #   checked by mode 1 only). Reply: bank u8, generation u32, crc u32, length u32 of the table a rollback activates
 #   (query) or activated (roll back).

@@ -24,7 +24,9 @@ READ_MAX = 4096  # bytes gathered before handing them to the board
 
 
 def serve(make_board):
-    """Run a board on stdin/stdout until stdin closes. ``make_board()`` boots a board (again after a RESET)."""
+    """Run a board on stdin/stdout until stdin closes. ``make_board()`` boots a board (again after a RESET).
+
+    While the board's tracker runs, a sub-window runs whenever no byte is waiting on stdin."""
     import select
 
     try:
@@ -41,6 +43,10 @@ def serve(make_board):
     poll.register(rd, select.POLLIN)
     board = make_board()
     while True:
+        if board.wants_tick() and not poll.poll(0):
+            # the on-board tracker runs a sub-window whenever no request is waiting (requests go first)
+            board.tick()
+            continue
         first = rd.read(1)  # blocks until the host sends something
         if not first:
             return

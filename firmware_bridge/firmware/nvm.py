@@ -33,6 +33,11 @@ import struct
 
 from . import messages
 
+try:
+    from array import array
+except ImportError:  # pragma: no cover - very old MicroPython ports
+    from uarray import array
+
 HEADER_SIZE = 128
 MAGIC = b"EGTB"
 LAYOUT_VERSION = 1
@@ -42,7 +47,7 @@ HEADER_FMT = "<4sHHIIIB63s32s"
 HEADER_CRC_AT = HEADER_SIZE - 4
 
 TABLE_MAGIC = b"EGTP"
-TABLE_VERSION = 1
+TABLE_VERSION = 2  # the newest payload format (2: with the tracker section); 1 is still written without one
 
 SECTOR_SIZE = 4096
 BANK_SIZE = 128 * 1024
@@ -201,10 +206,25 @@ def newer(a, b):
 #
 # magic "EGTP", format version u8, n_knobs u8, then per knob: name s8, sharing u8, bits u8, n_groups u32, codes
 # (u8 each when bits <= 8, else u16 LE). Who the table is for lives in the bank header, not here.
+# Format 2 adds, after the knobs, the on-board tracker's section (docs/protocol.md, "Table payload"):
+#   boot u8, splits u8, window_ms u32, halflife_ms u32, dev_halflife_ms u32, n_groups u32, n_neurons u32,
+#   band, rate_hz, fano, rate_se, balance_se, gamma, sat_ratio, silent_expected, max_step (f32 each),
+#   then beta, a, b (f32 x n_groups each) and the ADC offsets (f32 x n_neurons, pA).
+# A table without a tracker section is written as format 1, byte for byte as before; both formats are read.
 
-def encode_table(knobs):
-    """Payload bytes for a table. ``knobs``: list of dicts with name, sharing (int), bits, codes (list of int)."""
-    out = bytearray(TABLE_MAGIC + struct.pack("<BB", TABLE_VERSION, len(knobs)))
+TRACKER_HEAD = "<BBIIIII9f"
+TRACKER_INTS = ("boot", "splits", "window_ms", "halflife_ms", "dev_halflife_ms")
+TRACKER_FLOATS = ("band", "rate_hz", "fano", "rate_se", "balance_se", "gamma", "sat_ratio", "silent_expected",
+                  "max_step")
+TRACKER_ARRAYS = ("beta", "a", "b")
+
+
+def encode_table(knobs, tracker=None):
+    """Payload bytes for a table. ``knobs``: list of dicts with name, sharing (int), bits, codes (list of int);
+    ``tracker``: None (format 1) or the tracker section (format 2): the names of TRACKER_INTS and TRACKER_FLOATS,
+    and the lists ``beta``, ``a``, ``b`` (per group) and ``offset`` (per neuron)."""
+    version = 1 if tracker is None else 2
+    out = bytearray(TABLE_MAGIC + struct.pack("<BB", version, len(knobs)))
     for k in knobs:
         codes = k["codes"]
         top = (1 << k["bits"]) - 1
@@ -213,16 +233,26 @@ def encode_table(knobs):
                 raise ValueError("knob %s: code %d outside [0, %d]" % (k["name"], c, top))
         out += messages.s8(k["name"]) + struct.pack("<BBI", k["sharing"], k["bits"], len(codes))
         out += messages.pack_codes(codes, k["bits"])
+    if tracker is not None:
+        t = tracker
+        G = len(t["beta"])
+        if len(t["a"]) != G or len(t["b"]) != G:
+            raise ValueError("tracker section: beta, a and b need one number per group")
+        vals = [int(t[k]) for k in TRACKER_INTS] + [G, len(t["offset"])] + [float(t[k]) for k in TRACKER_FLOATS]
+        out += struct.pack(TRACKER_HEAD, *vals)
+        for k in TRACKER_ARRAYS:
+            out += struct.pack("<%df" % G, *t[k])
+        out += struct.pack("<%df" % len(t["offset"]), *t["offset"])
     return bytes(out)
 
 
-def decode_table(data):
-    """Inverse of encode_table; raises ValueError when malformed."""
+def decode_payload(data):
+    """(knobs, tracker section or None) of a table payload of format 1 or 2; raises ValueError when malformed."""
     r = messages.Reader(data)
     if r.raw(4) != TABLE_MAGIC:
         raise ValueError("not a table payload")
     version, n = r.take("<BB")
-    if version != TABLE_VERSION:
+    if version != 1 and version != 2:
         raise ValueError("table format version %d not supported" % version)
     knobs = []
     for _ in range(n):
@@ -232,8 +262,34 @@ def decode_table(data):
             raise ValueError("bad bit width")
         codes = messages.unpack_codes(r.raw(n_groups * messages.code_width(bits)), n_groups, bits)
         knobs.append({"name": name, "sharing": sharing, "bits": bits, "codes": codes})
+    tracker = None
+    if version == 2:
+        vals = r.take(TRACKER_HEAD)
+        tracker = {}
+        i = 0
+        for k in TRACKER_INTS:
+            tracker[k] = vals[i]
+            i += 1
+        G, N = vals[i], vals[i + 1]
+        i += 2
+        for k in TRACKER_FLOATS:
+            tracker[k] = vals[i]
+            i += 1
+        if G == 0 or N == 0 or tracker["splits"] == 0 or tracker["window_ms"] == 0:
+            raise ValueError("empty tracker section")
+        for k in TRACKER_ARRAYS:
+            tracker[k] = array("f", r.raw(4 * G))
+        tracker["offset"] = array("f", r.raw(4 * N))
+        for v in tracker["beta"]:
+            if not v > 0.0:
+                raise ValueError("tracker section: a rate slope is not positive")
     r.end()
-    return knobs
+    return knobs, tracker
+
+
+def decode_table(data):
+    """The knobs of a table payload (any format); raises ValueError when malformed."""
+    return decode_payload(data)[0]
 
 
 def table_fits(table, knob_specs):
@@ -298,16 +354,18 @@ class Store:
         Bytes per bank, a multiple of the sector size.
     """
 
-    def __init__(self, flash, uid, sha, knob_specs, bank_size=BANK_SIZE):
+    def __init__(self, flash, uid, sha, knob_specs, bank_size=BANK_SIZE, n_neurons=None):
         if bank_size % flash.sector_size or flash.size < N_BANKS * bank_size + flash.sector_size:
             raise ValueError("flash too small or bank size not a multiple of the sector size")
         self.flash = flash
         self.uid = uid
         self.sha = bytes(sha)
         self.knob_specs = knob_specs
+        self.n_neurons = n_neurons
         self.bank_size = bank_size
         self.capacity = bank_size - HEADER_SIZE
-        self.active = None  # dict: bank, gen, length, crc, codes (knob order); None while no valid table
+        # dict: bank, gen, length, crc, codes (knob order), tracker (section or None); None while no valid table
+        self.active = None
 
     def base(self, bank):
         return bank * self.bank_size
@@ -360,18 +418,33 @@ class Store:
         data = self.flash.read(self.base(bank) + HEADER_SIZE, h["length"])
         if crc32(data) != h["crc"]:
             return None
-        codes = self.fit(data)
-        if codes is None:
+        got = self.fit_payload(data)
+        if got is None:
             return None
-        return {"bank": bank, "gen": h["gen"], "length": h["length"], "crc": h["crc"], "codes": codes}
+        return {"bank": bank, "gen": h["gen"], "length": h["length"], "crc": h["crc"], "codes": got[0],
+                "tracker": got[1]}
 
     def fit(self, data):
         """Codes per knob (board order) when ``data`` is a table for this board, else None."""
+        got = self.fit_payload(data)
+        return None if got is None else got[0]
+
+    def fit_payload(self, data):
+        """(codes per knob in board order, tracker section or None) when ``data`` is a table for this board (its
+        tracker section, if any, sized for this board's groups and neurons), else None."""
         try:
-            table = decode_table(data)
+            table, tracker = decode_payload(data)
         except ValueError:
             return None
-        return table_fits(table, self.knob_specs)
+        codes = table_fits(table, self.knob_specs)
+        if codes is None:
+            return None
+        if tracker is not None:
+            if len(tracker["beta"]) != len(codes[0]):
+                return None
+            if self.n_neurons is not None and len(tracker["offset"]) != self.n_neurons:
+                return None
+        return codes, tracker
 
     # -- flash session --
 

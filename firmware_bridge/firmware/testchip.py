@@ -77,6 +77,19 @@ class TestChip:
         for name in codes:
             self.codes[name] = list(codes[name])
 
+    def tracker_section(self, rate_hz=30.0, band=0.25, boot=0, window_ms=1000, splits=4):
+        """A tracker section (the firmware's units, nvm.encode_table) that says what this chip is: its exact
+        balance sensitivities (proxy = 100 pA a_i code_e/ref - 80 pA b_i code_i/ref + offset_i) and offsets, and a
+        weak warm-start prior (the reference codes are not a calibration: rate_se and balance_se 0.3). The
+        rate slope is a placeholder (1.0): at balance this chip's rate (30 Hz) does not depend on the scale, so a
+        rate target other than 30 Hz walks the scale to the band's edge (the band tests use that)."""
+        n = self.n
+        return {"boot": boot, "splits": splits, "window_ms": window_ms, "halflife_ms": 3 * window_ms,
+                "dev_halflife_ms": 0, "band": band, "rate_hz": rate_hz, "fano": 1.0, "rate_se": 0.3,
+                "balance_se": 0.3, "gamma": 0.0, "sat_ratio": 4.0, "silent_expected": 20.0, "max_step": 0.1,
+                "beta": [1.0] * n, "a": [100.0 * x for x in self.a], "b": [80.0 * x for x in self.b],
+                "offset": list(self.off)}
+
     def measure(self, window_ms, monitor):
         ce = self.codes["gain_e"]
         ci = self.codes["gain_i"]

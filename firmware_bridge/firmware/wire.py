@@ -35,6 +35,10 @@ T_FLASH_VERIFY = 0x12
 T_FLASH_COMMIT = 0x13
 T_READ_TABLE = 0x14
 T_RESET = 0x20
+T_TRACK_START = 0x30
+T_TRACK_STOP = 0x31
+T_TRACK_STATUS = 0x32
+T_TRACK_READ = 0x33
 REPLY = 0x80
 T_NAK = 0xFF
 
@@ -49,6 +53,10 @@ TYPE_NAMES = {
     T_FLASH_COMMIT: "FLASH_COMMIT",
     T_READ_TABLE: "READ_TABLE",
     T_RESET: "RESET",
+    T_TRACK_START: "TRACK_START",
+    T_TRACK_STOP: "TRACK_STOP",
+    T_TRACK_STATUS: "TRACK_STATUS",
+    T_TRACK_READ: "TRACK_READ",
     T_NAK: "NAK",
 }
 
@@ -79,12 +87,14 @@ STATUS_TEXT = {
     E_VERSION: ("E_VERSION", "protocol version not supported by this firmware"),
     E_TYPE: ("E_TYPE", "unknown message type"),
     E_LENGTH: ("E_LENGTH", "payload malformed or of the wrong length"),
-    E_STATE: ("E_STATE", "not allowed in the board's current state (no flash session, or verify first)"),
+    E_STATE: ("E_STATE", "not allowed in the board's current state (no flash session, verify first, or the "
+                         "on-board tracker is running)"),
     E_IDENT: ("E_IDENT", "table was made for another chip (UID or profile hash differ)"),
     E_RANGE: ("E_RANGE", "offset, index or code out of range"),
     E_VERIFY: ("E_VERIFY", "CRC of the written bank does not match the announced CRC"),
     E_GEN: ("E_GEN", "generation must be the active generation + 1"),
-    E_TABLE: ("E_TABLE", "table payload malformed or does not fit this board's knobs"),
+    E_TABLE: ("E_TABLE", "table payload malformed or does not fit this board's knobs, or (TRACK_START) the active "
+                         "table has no tracker section"),
     E_NVM: ("E_NVM", "non-volatile memory operation failed"),
     E_CHIP: ("E_CHIP", "the chip failed to carry out the request"),
     E_INTERNAL: ("E_INTERNAL", "firmware error"),
