@@ -13,7 +13,7 @@ from hw_models.device import DeviceError
 
 from .firmware import wire
 
-__all__ = ["BridgeError", "UsageError", "PortError", "NoSuchPort", "NotASerialPort", "PortBusy", "NvmImageError",
+__all__ = ["VerifyChanged", "BridgeError", "UsageError", "PortError", "NoSuchPort", "NotASerialPort", "PortBusy", "NvmImageError",
            "IdentityError", "LinkLost", "VerifyFailed", "BoardError", "status_text"]
 
 
@@ -79,6 +79,10 @@ class IdentityError(BridgeError):
 
 class LinkLost(BridgeError):
     """The board stopped answering, the port vanished, or the link is too noisy to use."""
+
+
+class VerifyChanged(LinkLost):
+    """The table on the board changed under a read (another host is flashing it)."""
 
 
 class VerifyFailed(BridgeError):
