@@ -79,6 +79,7 @@ class _Calibrated:
     counting_floor: float
     cv_over_floor: Optional[float]
     wall_s: float
+    calibration_cpu_s: float
 
 
 def _calibrate(profile: Profile, seed: int, *, controller: str, budget_s: Optional[float]):
@@ -102,8 +103,9 @@ def _calibrate_and_judge(profile: Profile, seed: int, *, controller: str, budget
     1), on a device that keeps the replay's sub-windows for the figures' uncertainties."""
     from calibrate.metrics import counting_floor
 
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     result, summary = _calibrate(profile, seed, controller=controller, budget_s=budget_s)
+    calibration_cpu_s = time.process_time() - c0
     rate = result.targets.rate_hz
     judged = judging_replay(profile, seed, result.codes, replay_s=evaluate_s, target_rate_hz=rate)
     tf = judged.figures
@@ -112,7 +114,7 @@ def _calibrate_and_judge(profile: Profile, seed: int, *, controller: str, budget
                        target_inh_hz=result.targets.rate_inh_hz,
                        shared=result.codes["gain_e"].shape[0] < result.identity.n_neurons,
                        counting_floor=floor, cv_over_floor=tf.rate_cv_deconvolved / floor if floor > 0 else None,
-                       wall_s=time.perf_counter() - t0)
+                       wall_s=time.perf_counter() - t0, calibration_cpu_s=calibration_cpu_s)
 
 
 def _effective_budget_s(controller: str, budget_s: Optional[float]) -> float:
@@ -130,6 +132,10 @@ def _figures(prefix: str, judged: JudgedReplay, target_rate_hz: float) -> dict[s
     out[f"{prefix}rate_err"] = tf["rate_mean_hz"] / target_rate_hz - 1  # signed: below target is negative
     for k in SE_FIGURES:
         out[f"{prefix}se.{k}"] = judged.se.get(k)
+    # how the replay was run: copies in one engine, and the share of the mean rate's replay variance the control
+    # variate left (1: the plain mean)
+    out[f"{prefix}replay_replicas"] = int(judged.stats.get("replicas", 1))
+    out[f"{prefix}replay_variance_left"] = judged.stats.get("variance_left")
     return out
 
 
@@ -189,6 +195,7 @@ def _run(task: ChipTask, rec: dict) -> None:
         "calibrated": n["calibrated"], "unreachable": n["unreachable"], "dead": n["dead"],
         "calibration_wall_s": s["wall_time_s"], "replay_s": cal.judged.replay_s,
         "replay_wall_s": cal.judged.wall_s, "counting_floor": cal.counting_floor,
+        "calibration_cpu_s": cal.calibration_cpu_s, "replay_cpu_s": cal.judged.cpu_s,
         "cv_over_floor": cal.cv_over_floor,
         "codes_e": [int(x) for x in cal.codes["gain_e"]], "codes_i": [int(x) for x in cal.codes["gain_i"]],
     })
@@ -219,7 +226,8 @@ def _oracle_record(task: ChipTask, cal: _Calibrated) -> dict[str, Any]:
         "oracle.beta_median": float(np.median(orc.beta)), "oracle.gamma": orc.gamma,
         "oracle.codes_e": [int(x) for x in orc.codes["gain_e"]],
         "oracle.codes_i": [int(x) for x in orc.codes["gain_i"]],
-        "oracle.cpu_s": time.process_time() - c0,
+        "oracle.cpu_s": time.process_time() - c0, "oracle.search_cpu_s": orc.search_cpu_s,
+        "oracle.calibration_cpu_s": orc.cpu_s, "oracle.replay_cpu_s": judged.cpu_s,
     }
     out.update(_figures("oracle.", judged, cal.target_rate_hz))
     crits = judge_chip(tf, task.spec, shared=cal.shared, target_rate_hz=cal.target_rate_hz,
