@@ -31,7 +31,7 @@ __all__ = ["ChipTask", "run_chip", "FIGURES", "SE_FIGURES", "chip_key"]
 # true figures stored per chip (names as calibrate.metrics.TrueFigures), and those given an uncertainty
 FIGURES = ("rate_mean_hz", "rate_cv", "counting_cv", "rate_cv_deconvolved", "fano", "balance_median",
            "balance_p95", "frac_balanced_005", "live", "group_rate_err_max", "group_balance_max",
-           "rate_mean_exc_hz", "rate_mean_inh_hz")
+           "rate_mean_exc_hz", "rate_mean_inh_hz", "replicas", "control_variate")
 SE_FIGURES = ("rate_cv_deconvolved", "rate_err", "rate_err_exc", "rate_err_inh", "balance_p95", "balance_median",
               "group_rate_err_max", "group_balance_max")
 
@@ -129,12 +129,12 @@ def _figures(prefix: str, judged: JudgedReplay, target_rate_hz: float) -> dict[s
     tf = judged.figures.to_dict()
     out: dict[str, Any] = {f"{prefix}{k}": tf.get(k) for k in FIGURES}
     out[f"{prefix}live"] = int(tf["live"])  # TrueFigures.to_dict makes every figure a float
+    out[f"{prefix}replicas"] = None if tf["replicas"] is None else int(tf["replicas"])
+    out[f"{prefix}control_variate"] = None if tf["control_variate"] is None else bool(tf["control_variate"])
     out[f"{prefix}rate_err"] = tf["rate_mean_hz"] / target_rate_hz - 1  # signed: below target is negative
     for k in SE_FIGURES:
         out[f"{prefix}se.{k}"] = judged.se.get(k)
-    # how the replay was run: copies in one engine, and the share of the mean rate's replay variance the control
-    # variate left (1: the plain mean)
-    out[f"{prefix}replay_replicas"] = int(judged.stats.get("replicas", 1))
+    # the share of the mean rate's replay variance the control variate left (1: the plain mean)
     out[f"{prefix}replay_variance_left"] = judged.stats.get("variance_left")
     return out
 

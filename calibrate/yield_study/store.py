@@ -41,10 +41,11 @@ _CODES = pa.list_(pa.int32())
 
 
 def _figure_fields(prefix: str) -> list[tuple[str, pa.DataType]]:
-    out = [(prefix + k, _I if k == "live" else _F) for k in FIGURES]
+    kinds = {"live": _I, "replicas": _I, "control_variate": _B}
+    out = [(prefix + k, kinds.get(k, _F)) for k in FIGURES]
     out.append((prefix + "rate_err", _F))
     out += [(f"{prefix}se.{k}", _F) for k in SE_FIGURES]
-    out += [(prefix + "replay_replicas", _I), (prefix + "replay_variance_left", _F)]
+    out.append((prefix + "replay_variance_left", _F))
     for c in CRITERIA:
         out += [(f"{prefix}{c}.figure", _S), (f"{prefix}{c}.value", _F), (f"{prefix}{c}.limit", _F),
                 (f"{prefix}{c}.se", _F), (f"{prefix}{c}.met", _B), (f"{prefix}{c}.applies", _B)]

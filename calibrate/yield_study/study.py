@@ -305,6 +305,12 @@ def _run_tasks(client, todo: list[ChipTask], writer: _Writer, study_id: str, pro
                 time.sleep(0.25)
             for f in batch:
                 task = futures.pop(f.key)[1]
+                if f.status not in ("finished", "error", "cancelled"):
+                    # reported done, then its result was lost with its worker ("lost", "pending"): Dask runs it
+                    # again, so wait for that (a killed worker's chip came back as "not run: NoneType: None")
+                    futures[f.key] = (f, task)
+                    ac.add(f)
+                    continue
                 if f.status == "finished":
                     writer.add(f.result())
                 else:
