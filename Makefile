@@ -58,7 +58,7 @@ test-lava:
 	fi
 
 bench: venv
-	$(PY) -m benchmarks emulator controllers diagnostics serial faults
+	$(PY) -m benchmarks emulator controllers diagnostics serial faults dynapsim
 	@py310="$(FIND_PY310)"; \
 	if [ -z "$$py310" ]; then echo "SKIPPED: Lava benchmark (no Python 3.10 found)"; \
 	else $(MAKE) --no-print-directory venv310 && timeout -s KILL $(KILL_AFTER) $(PY310) -m benchmarks lava; fi

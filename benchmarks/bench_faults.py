@@ -1,6 +1,9 @@
 """Faults: multi-fault flash trials against the firmware core, the serial link under noise, hostile files.
 
-``python -m benchmarks faults`` (part of ``make bench``) prints three tables (docs/protocol.md, section 11):
+``python -m benchmarks faults`` (part of ``make bench``) prints four tables (docs/protocol.md, section 11):
+
+0. **ROLLBACK under faults**: every single fault of each kind at every NVM operation of a rollback, every pair,
+   random trials with bit flips, and the flash plans on a board that rolled back (``rollback_rows``).
 
 1. **NVM multi-fault table** (``firmware_bridge.faultsim``): every single power cut (torn and after) and every
    single failed or dropped write at every NVM operation of a clean flash, every pair of cuts (the second during
@@ -227,7 +230,45 @@ def print_hostile(rows: List[Dict[str, Any]]) -> None:
               f"{r['result']}")
 
 
+ROLLBACK_RANDOM = 1000  # trials per byte error rate
+
+
+def rollback_rows() -> List[Dict[str, Any]]:
+    """ROLLBACK under faults (docs/protocol.md "Rollback"): every single fault of each kind, every pair, random
+    trials at byte error rates 0 to 1e-3, over three boards (B to A, A to B, across the generation wrap); then
+    the flash plans on a board that rolled back (its revoked bank is written next)."""
+    sc = F.rollback_scenarios()
+    rows = []
+    for st, cpu in (_timed(F.rollback_every_single, sc), _timed(F.rollback_every_pair, sc)):
+        rows.append(dict(st.row(), cpu_s=cpu))
+    for ber in RANDOM_BERS:
+        st, cpu = _timed(F.rollback_random_campaign, sc, ROLLBACK_RANDOM, ber=ber, seed=2024)
+        rows.append(dict(st.row(), cpu_s=cpu))
+    after = [F.after_rollback_scenario()]
+    for st, cpu in (_timed(F.every_single, after, F.ALL_KINDS, label="flash after a rollback: every single"),
+                    _timed(F.every_pair, after, label="flash after a rollback: every pair of cuts")):
+        r = st.row()
+        rows.append({"plan": r["plan"], "trials": r["trials"], "faults/trial": r["faults/trial"],
+                     "byte error rate": r["byte error rate"], "current": r["old"], "previous": r["new"],
+                     "bricked": r["bricked"], "mixed": r["mixed"], "re-run failed": r["re-run failed"],
+                     "cpu_s": cpu, "flash": True})
+    return rows
+
+
+def print_rollback(rows: List[Dict[str, Any]]) -> None:
+    print(f"{'plan':44s} {'trials':>7s} {'faults':>6s} {'byte err':>8s} {'current':>7s} {'previous':>8s} "
+          f"{'bricked':>7s} {'mixed':>6s} {'re-run':>6s} {'CPU s':>6s}")
+    for r in rows:
+        cur, prev = ("old", "new") if r.get("flash") else ("current", "previous")
+        print(f"{r['plan']:44s} {r['trials']:7d} {r['faults/trial']:>6s} {r['byte error rate']:8g} "
+              f"{r['current']:7d} {r['previous']:8d} {r['bricked']:7d} {r['mixed']:6d} {r['re-run failed']:6d} "
+              f"{r['cpu_s']:6.1f}" + (f"   (columns: {cur} / {prev} table)" if r.get("flash") else ""))
+
+
 def main() -> None:
+    print("ROLLBACK under faults (tests assert 0 bricked, 0 mixed, 0 failed re-runs)")
+    print_rollback(rollback_rows())
+    print()
     print("NVM multi-fault table: the real firmware (tests assert 0 bricked, 0 mixed, 0 failed re-runs)")
     rows = nvm_rows()
     print_nvm(rows)

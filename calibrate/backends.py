@@ -10,7 +10,7 @@ from typing import Optional
 
 from hw_models.device import Device
 
-__all__ = ["open_device", "BackendUnavailable", "BACKENDS"]
+__all__ = ["open_device", "BackendUnavailable", "BACKENDS", "profile_of"]
 
 BACKENDS = ("numpy", "lava", "serial:PORT")
 
@@ -59,3 +59,16 @@ def open_device(backend: str, profile=None, seed: Optional[int] = None, *, tempe
         # An empty or missing port is the bridge's NoSuchPort (a usage error, exit 2), as any port that is not there.
         return open_serial_device(backend[len("serial:"):])
     raise ValueError(f"unknown backend {backend!r}; expected one of {', '.join(BACKENDS)}")
+
+
+def profile_of(device: Device):
+    """The chip's profile: an emulator's own, or a board's when that profile is installed here (else None)."""
+    prof = getattr(device, "profile", None)
+    if prof is None and device.identity.profile:
+        try:
+            from hw_models.profile import load_profile
+
+            prof = load_profile(device.identity.profile)
+        except Exception:  # a board whose profile is not installed here
+            prof = None
+    return prof

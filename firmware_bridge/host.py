@@ -17,7 +17,8 @@ from .errors import BridgeError, LinkLost
 from .firmware import messages as M
 from .transport import SerialTransport, Transport, TransportError
 
-__all__ = ["SerialDevice", "open_serial_device", "knobs_from_hello", "open_client", "probe_ports"]
+__all__ = ["SerialDevice", "open_serial_device", "knobs_from_hello", "open_client", "probe_ports",
+           "probe_emulators"]
 
 
 def knobs_from_hello(h: Hello) -> dict[str, KnobSpec]:
@@ -179,4 +180,35 @@ def probe_ports(baud: int = 115200) -> list[dict]:
                 client.close()
         found.append({"port": port.device, "description": port.description, "serial_number": port.serial_number,
                       "uid": h.uid, "profile": h.profile, "firmware": h.firmware, "table": h.table_desc()})
+    return found
+
+
+def probe_emulators(baud: int = 115200) -> list[dict]:
+    """The board emulators running here (``firmware_bridge.registry``) whose pty answers HELLO, as
+    :func:`probe_ports` lists ports, with ``emulator``: its pid, profile, seed and NVM file. One whose pty another
+    program holds open is listed as ``busy`` (it cannot be asked)."""
+    from .errors import PortBusy
+    from .registry import running_emulators
+
+    found = []
+    quick = Timing(latency_s=0.15, max_attempts=2, max_timeout_s=0.3)
+    for e in running_emulators():
+        emu = {k: e.get(k) for k in ("pid", "profile", "seed", "nvm", "started")}
+        client = None
+        try:
+            client = open_client(e["port"], baud, quick)
+            h = client.hello()
+        except PortBusy:
+            found.append({"port": e["port"], "description": "eical board emulator", "serial_number": None,
+                          "uid": e.get("uid"), "profile": e.get("profile"), "firmware": None,
+                          "table": "busy: another program has the port open", "busy": True, "emulator": emu})
+            continue
+        except (BridgeError, OSError, ValueError):
+            continue  # not answering: a pid reused by another program, or an emulator still starting
+        finally:
+            if client is not None:
+                client.close()
+        found.append({"port": e["port"], "description": "eical board emulator", "serial_number": None,
+                      "uid": h.uid, "profile": h.profile, "firmware": h.firmware, "table": h.table_desc(),
+                      "busy": False, "emulator": emu})
     return found

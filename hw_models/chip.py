@@ -30,7 +30,7 @@ import scipy.sparse as sp
 from .device import KnobSpec
 from .profile import Profile, load_profile
 
-__all__ = ["Chip", "draw_chip", "make_knobs", "coarse_fine_transfer", "export_npz", "N_STREAMS"]
+__all__ = ["Chip", "draw_chip", "make_knobs", "coarse_fine_transfer", "export_npz", "EXPORT_PARAMS", "N_STREAMS"]
 
 N_STREAMS = 9
 
@@ -317,18 +317,47 @@ def draw_chip(profile, seed: int) -> Chip:
     return chip
 
 
+#: Per-neuron parameter arrays of each model in the export, in MODEL.md's units (docs/model.md section 10).
+EXPORT_PARAMS = {
+    "cond_lif": ("C", "gL", "EL", "Vth", "Vreset", "tref", "tau_e", "tau_i", "eps_e", "eps_i"),
+    "dpi": ("C_mem", "C_syn", "Itau_mem", "Itau_ampa", "Itau_gaba", "Igain_mem", "Igain_syn", "Ispkthr", "tref",
+            "t_pulse", "eps_e", "eps_i"),
+}
+EXPORT_FORMAT = "eical-chip"
+EXPORT_VERSION = 2  # 2: the model's name, identity, knob groups and DAC transfers, temperature; dpi chips
+
+
 def export_npz(chip: Chip, path) -> None:
-    """Write a cond_lif chip in the portable NPZ format of DESIGN.md ("Files", chip export), so any simulator can
-    replay the very same chip. Units as MODEL.md. ``code_ref`` is the excitatory knob's (gain_i's is stored as
-    ``code_ref_i``)."""
-    if chip.model != "cond_lif":
-        raise ValueError(f"chip export is defined for cond_lif profiles; {chip.profile.name} is {chip.model}")
-    p, s, inp = chip.params, chip.scalars, chip.profile["input"]
-    arrays = {k: p[k] for k in ("C", "gL", "EL", "Vth", "Vreset", "tref", "tau_e", "tau_i", "eps_e", "eps_i")}
-    arrays["dead"] = chip.dead
-    arrays.update(EE=s["EE"], EI=s["EI"], Vbal=s["Vbal"], Ge0=s["Ge0"], Gi0=s["Gi0"], dt=chip.dt,
-                  code_ref=chip.knobs["gain_e"].code_ref, code_ref_i=chip.knobs["gain_i"].code_ref,
+    """Write a chip in the portable NPZ format of docs/model.md section 10, so that any simulator can replay the
+    very same chip with numpy alone (no pickled objects). Units as MODEL.md.
+
+    Every export holds: ``format``, ``format_version``, ``model``, ``profile``, ``profile_sha256``, ``seed``,
+    ``n_neurons``, ``n_cores``; the model's per-neuron parameters (``EXPORT_PARAMS``), ``dead`` and ``core_of``;
+    its scalars (cond_lif: ``EE EI Vbal Ge0 Gi0``; dpi: ``UT kappa I0 Iw_e Iw_i Idc``) and ``dt``; the inputs
+    (``rate_e rate_i n_src_e n_src_i`` and the CSR arrays ``in_e_*``, ``in_i_*``, ``rec_*``, ``rec_is_exc``); the
+    knobs: ``code_ref`` (gain_e's), ``code_ref_i``, ``knob_group`` (each neuron's knob group: itself, its core or
+    0) and ``gain_e_transfer`` / ``gain_i_transfer`` (the DAC's nominal gain of every code, NaN where a code is
+    not valid), so that ``gain_e = gain_e_transfer[code_e[knob_group]] * eps_e``; and the temperature model
+    ``T0 temp_leak temp_exc temp_inh`` (docs/model.md section 6)."""
+    if chip.model not in EXPORT_PARAMS:
+        raise ValueError(f"chip export is defined for {', '.join(EXPORT_PARAMS)} chips; {chip.profile.name} is "
+                         f"{chip.model}")
+    p, s, prof = chip.params, chip.scalars, chip.profile
+    inp = prof["input"]
+    arrays = {k: p[k] for k in EXPORT_PARAMS[chip.model]}
+    arrays.update(dead=chip.dead, core_of=chip.core_of.astype(np.int64), dt=chip.dt, **{k: v for k, v in s.items()})
+    ke, ki = chip.knobs["gain_e"], chip.knobs["gain_i"]
+    codes = np.arange(ke.max_code + 1)
+    arrays.update(format=np.array(EXPORT_FORMAT), format_version=EXPORT_VERSION, model=np.array(chip.model),
+                  profile=np.array(prof.name), profile_sha256=np.array(prof.sha256), seed=chip.seed,
+                  n_neurons=chip.n, n_cores=prof.n_cores,
+                  code_ref=ke.code_ref, code_ref_i=ki.code_ref, knob_group=np.asarray(ke.group_of, dtype=np.int64),
+                  knob_sharing=np.array(ke.sharing), knob_dac=np.array(ke.dac), knob_bits=ke.bits,
+                  gain_e_transfer=_transfer(ke, codes), gain_i_transfer=_transfer(ki, codes),
                   rate_e=inp["rate_e_hz"], rate_i=inp["rate_i_hz"], n_src_e=inp["n_src_e"], n_src_i=inp["n_src_i"])
+    t = prof["temperature"]
+    arrays.update(T0=t["T0_K"], temp_leak=t["coeff_per_K"]["leak"], temp_exc=t["coeff_per_K"]["exc"],
+                  temp_inh=t["coeff_per_K"]["inh"])
     for name, m in (("in_e", chip.in_e), ("in_i", chip.in_i), ("rec", chip.rec)):
         if m is None:
             continue
@@ -336,3 +365,10 @@ def export_npz(chip: Chip, path) -> None:
     if chip.rec_is_exc is not None:
         arrays["rec_is_exc"] = chip.rec_is_exc
     np.savez(path, **arrays)
+
+
+def _transfer(spec: KnobSpec, codes: np.ndarray) -> np.ndarray:
+    """Nominal gain of every code of a knob's DAC (NaN for codes the DAC does not have)."""
+    if spec.dac == "linear":
+        return codes.astype(float) / float(spec.code_ref)
+    return np.asarray(spec.transfer, dtype=float).copy()

@@ -30,7 +30,7 @@ import scipy.sparse as sp
 from .chip import N_STREAMS, Chip
 from .models import CondLifConsts, DpiConsts, dpi_jumps
 
-__all__ = ["Engine", "WindowStats", "BLOCK_STEPS", "default_threads", "set_default_threads"]
+__all__ = ["Engine", "WindowStats", "InputSpikes", "BLOCK_STEPS", "default_threads", "set_default_threads"]
 
 BLOCK_STEPS = 1000  # steps of Poisson input drawn at once (100 ms at dt = 0.1 ms)
 # With recurrent input or a recorder the kernel synchronises its blocks every step. Threads then pay a barrier per
@@ -91,6 +91,36 @@ class WindowStats:
         return self.spike_counts / (self.window_ms * 1e-3)
 
 
+@dataclass
+class InputSpikes:
+    """The external input spikes an engine fed its chip over a stretch of steps (``Engine.record_inputs``): the
+    realisation to drive another simulator with (docs/model.md, "DynapSim").
+
+    ``steps[j]`` is the step of spike j counted from ``first_step`` (the engine's step index when recording
+    started), ``sources[j]`` its source: ``0 .. n_src_e - 1`` the excitatory pool, ``n_src_e ..`` the inhibitory
+    one. Within a step, sources ascend (excitatory first), exactly the order in which the engine added them.
+    """
+
+    first_step: int
+    n_steps: int
+    n_src_e: int
+    n_src_i: int
+    steps: np.ndarray
+    sources: np.ndarray
+
+    def rasters(self, a: int = 0, b: Optional[int] = None) -> tuple[np.ndarray, np.ndarray]:
+        """Boolean rasters of steps ``a .. b - 1`` (default: all): ``[steps x n_src_e]`` and ``[steps x n_src_i]``."""
+        b = self.n_steps if b is None else b
+        lo, hi = np.searchsorted(self.steps, [a, b])
+        st, src = self.steps[lo:hi] - a, self.sources[lo:hi]
+        exc = src < self.n_src_e
+        re = np.zeros((b - a, self.n_src_e), dtype=bool)
+        ri = np.zeros((b - a, self.n_src_i), dtype=bool)
+        re[st[exc], src[exc]] = True
+        ri[st[~exc], src[~exc] - self.n_src_e] = True
+        return re, ri
+
+
 class _PoissonPool:
     """Block-wise Bernoulli sources of one pool."""
 
@@ -134,12 +164,13 @@ class _CondLifView:
 
 
 class _DpiView:
-    """The engine's dpi state as named arrays (views)."""
+    """The engine's dpi state as named arrays (views). ``Ipre``: the membrane current at the end of the previous
+    step, before the spike reset (it sets the feedback current, as DynapSim's vmem does)."""
 
-    __slots__ = ("Imem", "Iampa", "Igaba", "r")
+    __slots__ = ("Imem", "Iampa", "Igaba", "Ipre", "r")
 
     def __init__(self, st: np.ndarray, r: np.ndarray):
-        self.Imem, self.Iampa, self.Igaba, self.r = st[0], st[1], st[2], r
+        self.Imem, self.Iampa, self.Igaba, self.Ipre, self.r = st[0], st[1], st[2], st[3], r
 
 
 def _source_major(chip: Chip) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -235,7 +266,7 @@ class Engine:
         self.gain_i = np.ones(n)
         self.temperature_k = chip.profile["temperature"]["T0_K"] if temperature_k is None else float(temperature_k)
         cond = chip.model == "cond_lif"
-        self._st = np.zeros((3, n))
+        self._st = np.zeros((kernels.N_STATE_ROWS, n))
         self._r = np.zeros(n, dtype=np.int32)
         if cond:
             self._st[0] = chip.params["EL"]
@@ -243,7 +274,7 @@ class Engine:
         else:
             self._st[:] = chip.scalars["I0"]
             self.state = _DpiView(self._st, self._r)
-        self._pc = np.zeros((10, n))
+        self._pc = np.zeros((kernels.N_CONST_ROWS, n))
         self._nref = np.zeros(n, dtype=np.int32)
         self._alive = np.ascontiguousarray(~chip.dead)
         self._sc = np.zeros(8)
@@ -277,6 +308,7 @@ class Engine:
             self._touched = np.zeros((2, 0), dtype=np.uint8)
             self._prev = np.zeros((2, 0), dtype=np.int64)
         self._rec_buffers = _empty_like_recording()
+        self._input_log: Optional[list] = None  # (first step, step pointer, sources) per advance while recording
         self._update_consts()
 
     # -- configuration -----------------------------------------------------------------------------------------
@@ -319,7 +351,7 @@ class Engine:
             self.jump_e = je * self.gain_e
             self.jump_i = ji * self.gain_i
             rows = (c.da, c.dg, c.Ileak, c.Igain, c.gain_over_tau, c.dt_over_tau_mem, c.Ispkthr, self.jump_e,
-                    self.jump_i, c.Imax if c.Imax is not None else np.full(self.n, np.inf))
+                    self.jump_i, c.Imax if c.Imax is not None else np.full(self.n, np.inf), c.ahp)
             self._sc[2:5] = (c.I0, c.Idc, c.fb_exp)
             self._opt[k["has_idc"]] = int(bool(c.Idc))
             self._opt[k["has_imax"]] = int(c.Imax is not None)
@@ -327,6 +359,30 @@ class Engine:
         for i, row in enumerate(rows):
             self._pc[i] = row
         self._nref[:] = c.nref
+
+    # -- input recording ---------------------------------------------------------------------------------------
+    def record_inputs(self) -> None:
+        """Start keeping the external input spikes of every step from now on (``recorded_inputs`` returns them).
+        Recording changes no value: the inputs are drawn as always, and only kept."""
+        self._input_log = []
+        self._input_first = self.step_index
+
+    def recorded_inputs(self, stop: bool = True) -> InputSpikes:
+        """The input spikes since ``record_inputs`` (and, with ``stop``, stop recording)."""
+        if self._input_log is None:
+            raise RuntimeError("recorded_inputs() without record_inputs()")
+        steps, srcs = [], []
+        for first, ptr, src in self._input_log:
+            steps.append(np.repeat(np.arange(first, first + ptr.size - 1, dtype=np.int64), np.diff(ptr)))
+            srcs.append(src)
+        first = self._input_first
+        out = InputSpikes(first_step=first, n_steps=self.step_index - first, n_src_e=self.pool_e.n_src,
+                          n_src_i=self.pool_i.n_src,
+                          steps=np.concatenate(steps) - first if steps else np.zeros(0, dtype=np.int64),
+                          sources=np.concatenate(srcs).astype(np.int64) if srcs else np.zeros(0, dtype=np.int64))
+        if stop:
+            self._input_log = None
+        return out
 
     # -- simulation --------------------------------------------------------------------------------------------
     def _take_events(self, n_steps: int) -> tuple[np.ndarray, np.ndarray]:
@@ -393,6 +449,8 @@ class Engine:
             return
         k = self._k
         ev_ptr, ev_src = self._take_events(n_steps)
+        if self._input_log is not None:
+            self._input_log.append((self.step_index, ev_ptr, ev_src))
         recorder = self.recorder
         sample_every = int(getattr(recorder, "sample_every_steps", 0) or 0) if recorder is not None else 0
         opt = self._opt

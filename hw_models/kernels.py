@@ -40,8 +40,10 @@ import numpy as np
 from numba import njit, prange, types
 from numba.extending import intrinsic
 
-__all__ = ["BLOCK", "VECTOR_MATH", "IO", "OPT", "run_window_serial", "run_window_parallel", "block_width"]
+__all__ = ["BLOCK", "N_STATE_ROWS", "N_CONST_ROWS", "VECTOR_MATH", "IO", "OPT", "run_window_serial", "run_window_parallel", "block_width"]
 
+N_STATE_ROWS = 4  # rows of the state matrix ``st``: cond_lif V ge gi (and one unused); dpi Imem Iampa Igaba Ipre
+N_CONST_ROWS = 11  # rows of the per-neuron constants ``pc`` (their meaning per model: ``_block_steps``)
 BLOCK = 1024  # neurons per block at most: a block's working set (about 25 arrays, 200 KiB) stays in the L2 cache
 
 # indices of the int64 option array ``opt`` (read-only in the kernel)
@@ -333,10 +335,11 @@ def _block_steps(lo, hi, whole, s_from, s_to, opt, sc, st, r, pc, nref, alive, a
     cond = opt[_O_MODEL] == 0
     # state, constants and buffers of the block (views made once per call, never in the step loop)
     x0, x1, x2 = st[0, lo:hi], st[1, lo:hi], st[2, lo:hi]  # cond_lif: V, ge, gi; dpi: Imem, Iampa, Igaba
+    x3 = st[3, lo:hi]  # dpi: Ipre (Imem at the end of the previous step, before the reset); cond_lif: unused
     rb = r[lo:hi]
     d1, d2 = pc[0, lo:hi], pc[1, lo:hi]  # decay factors of the two synapses
     p2, p3, p4, p5, p6 = pc[2, lo:hi], pc[3, lo:hi], pc[4, lo:hi], pc[5, lo:hi], pc[6, lo:hi]
-    je, ji, p9 = pc[7, lo:hi], pc[8, lo:hi], pc[9, lo:hi]
+    je, ji, p9, p10 = pc[7, lo:hi], pc[8, lo:hi], pc[9, lo:hi], pc[10, lo:hi]
     nr, al, cnt = nref[lo:hi], alive[lo:hi], counts[lo:hi]
     a_e, a_i, a_s = acc[0, lo:hi], acc[1, lo:hi], acc[2, lo:hi]
     raw_e, raw_i = raw[lo:hi], raw[n + lo:n + hi]
@@ -449,40 +452,44 @@ def _block_steps(lo, hi, whole, s_from, s_to, opt, sc, st, r, pc, nref, alive, a
                     spk[lo + n_spk] = lo + k
                     n_spk += 1
         else:
-            # dpi (MODEL.md 2): Imem, Iampa, Igaba = x0, x1, x2; Ileak Igain Igain/Itau dt/tau Ispkthr = p2 .. p6,
-            # Imax = p9
+            # dpi (MODEL.md 2, DynapSim's order): Imem, Iampa, Igaba, Ipre = x0 .. x3; Ileak Igain Igain/Itau
+            # dt/tau(Ileak) Ispkthr = p2 .. p6, Imax = p9, 1 + Iahp/Itau = p10
             for k in range(m):  # numpy.maximum(x, I0): a NaN stays NaN
                 x = x1[k]
                 x1[k] = I0 if x < I0 else x
             for k in range(m):
                 x = x2[k]
                 x2[k] = I0 if x < I0 else x
-            # I_in = max(Iampa - Igaba - Ileak + Idc, I0), 0 while refractory; then (Igain/Itau)*(I_in - Ileak)
+            # I_in = max(Iampa - Igaba - Ileak + Idc, I0), I0 while refractory (DynapSim zeroes, then clips);
+            # then (Igain/Itau)*(I_in - Ileak)
             for k in range(m):
                 a = (x1[k] - x2[k]) - p2[k]
                 if has_idc:
                     a = a + Idc
                 a = I0 if a < I0 else a
-                a = 0.0 if rb[k] > 0 else a
+                a = I0 if rb[k] > 0 else a
                 s0_[k] = (a - p2[k]) * p4[k]
             for k in range(m):
                 s2_[k] = x0[k] + p3[k]  # q = Imem + Igain
             for k in range(m):
-                s1_[k] = x0[k] / I0
+                s1_[k] = x3[k] / I0
             for k in range(m, m8):
                 s1_[k] = 1.0
-            _vmap_pow(vm[2], vm[3], s1_, fb_exp, m8)  # (Imem/I0)**fb_exp, numpy's routine
-            # positive feedback Ifb/Ileak*(Imem + Igain); - Imem (Iahp = 0); dImem = dt*Imem/(tau*(Imem+Igain))*a
+            _vmap_pow(vm[2], vm[3], s1_, fb_exp, m8)  # (Ipre/I0)**fb_exp, numpy's routine
+            # positive feedback Ifb/Ileak*(Imem + Igain); - Imem*(1 + Iahp/Itau);
+            # dImem = dt*Imem/(tau(Ileak)*(Imem+Igain))*a
             for k in range(m):
                 im = x0[k]
                 q = s2_[k]
                 b = ((s1_[k] * I0) / p2[k]) * q
-                a = ((((s0_[k] + b) - im) * im) / q) * p5[k]
+                a = ((((s0_[k] + b) - im * p10[k]) * im) / q) * p5[k]
                 im = im + a
                 x0[k] = I0 if im < I0 else im
             if has_imax:  # a dead neuron's membrane saturates at its threshold instead of diverging
                 for k in range(m):
                     x0[k] = p9[k] if p9[k] < x0[k] else x0[k]
+            for k in range(m):  # the next step's feedback: this step's membrane, before the reset
+                x3[k] = x0[k]
             for k in range(m):
                 rk = rb[k]
                 rb[k] = rk - 1 if rk > 0 else rk
@@ -678,9 +685,10 @@ def step_arrays(state, consts, xe: np.ndarray, xi: np.ndarray, isyn_acc=None) ->
 
     cond = isinstance(consts, CondLifConsts)
     n = xe.shape[0]
-    st = np.stack([state.V, state.ge, state.gi] if cond else [state.Imem, state.Iampa, state.Igaba]).astype(float)
+    st = np.stack([state.V, state.ge, state.gi, np.zeros(n)] if cond else
+                  [state.Imem, state.Iampa, state.Igaba, state.Ipre]).astype(float)
     r = np.ascontiguousarray(state.r, dtype=np.int32).copy()
-    pc = np.zeros((10, n))
+    pc = np.zeros((N_CONST_ROWS, n))
     ones = np.ones(n)
     sc = np.zeros(8)
     opt = np.zeros(len(OPT), dtype=np.int64)
@@ -696,7 +704,7 @@ def step_arrays(state, consts, xe: np.ndarray, xi: np.ndarray, isyn_acc=None) ->
     else:
         c = consts
         for i, row in enumerate((c.da, c.dg, c.Ileak, c.Igain, c.gain_over_tau, c.dt_over_tau_mem, c.Ispkthr, ones,
-                                 ones, c.Imax if c.Imax is not None else np.full(n, np.inf))):
+                                 ones, c.Imax if c.Imax is not None else np.full(n, np.inf), c.ahp)):
             pc[i] = row
         sc[2:5] = (c.I0, c.Idc, c.fb_exp)
         opt[_O_MODEL] = 1
@@ -717,7 +725,7 @@ def step_arrays(state, consts, xe: np.ndarray, xi: np.ndarray, isyn_acc=None) ->
                       np.zeros(1, dtype=np.int64), np.zeros(0, dtype=np.int32), np.zeros(0), np.zeros(0, dtype=bool),
                       np.zeros((2, 0)), np.zeros((2, 0), dtype=np.uint8), np.zeros((2, 0), dtype=np.int64), io,
                       ev_step, ev_id, np.zeros((0, 3, 0)), np.zeros(0, dtype=np.int64), VECTOR_MATH.addresses)
-    rows = (state.V, state.ge, state.gi) if cond else (state.Imem, state.Iampa, state.Igaba)
+    rows = (state.V, state.ge, state.gi) if cond else (state.Imem, state.Iampa, state.Igaba, state.Ipre)
     for dst, src in zip(rows, st):
         dst[:] = src
     state.r[:] = r

@@ -10,8 +10,10 @@ kept for two things:
 - ``tests/test_engine_compiled.py`` holds the compiled engine to it bit for bit (spike counts, window means,
   membrane state), on cond_lif and dpi chips, a recurrent profile, dead neurons and temperature changes.
 
-``NumpyDevice(..., reference=True)`` runs a chip on it. Its arithmetic, random streams and call sequence must not
-change: it is the definition the compiled engine is checked against (docs/model.md, "Performance").
+``NumpyDevice(..., reference=True)`` runs a chip on it. Its arithmetic, random streams and call sequence change
+only when the model does, and then together with the compiled step: it is the definition the compiled engine is
+checked against (docs/model.md, "Performance"). The dpi step changed once that way (issue 17: DynapSim's adaptation
+floor in the leak, its refractory timer, its feedback order and its refractory input, MODEL.md 2).
 """
 from __future__ import annotations
 
@@ -83,8 +85,8 @@ def cond_lif_step(s: CondLifState, c: CondLifConsts, xe: np.ndarray, xi: np.ndar
 
 
 def dpi_step(s: DpiState, c: DpiConsts, xe: np.ndarray, xi: np.ndarray) -> np.ndarray:
-    """Advance one step (forward Euler on Imem); return the indices of the neurons that spiked."""
-    Ia, Ig, Im, a, b, q = s.Iampa, s.Igaba, s.Imem, s._a, s._b, s._c
+    """Advance one step (forward Euler on Imem, DynapSim's order, MODEL.md 2); return the indices that spiked."""
+    Ia, Ig, Im, Ip, a, b, q = s.Iampa, s.Igaba, s.Imem, s.Ipre, s._a, s._b, s._c
     I0 = c.I0
     Ia *= c.da
     Ia += xe
@@ -92,7 +94,7 @@ def dpi_step(s: DpiState, c: DpiConsts, xe: np.ndarray, xi: np.ndarray) -> np.nd
     Ig *= c.dg
     Ig += xi
     np.maximum(Ig, I0, out=Ig)
-    # I_in = max(Iampa - Igaba - Ileak + Idc, I0), 0 while refractory
+    # I_in = max(Iampa - Igaba - Ileak + Idc, I0); while refractory DynapSim zeroes it and then clips it: I0
     np.subtract(Ia, Ig, out=a)
     a -= c.Ileak
     if c.Idc:
@@ -102,20 +104,22 @@ def dpi_step(s: DpiState, c: DpiConsts, xe: np.ndarray, xi: np.ndarray) -> np.nd
     held = r > 0
     any_held = held.any()
     if any_held:
-        a[held] = 0.0
+        a[held] = I0
     # steady-state term: (Igain/Itau)*(Iin - Ileak)
     a -= c.Ileak
     a *= c.gain_over_tau
-    # positive feedback: Ifb/Ileak*(Imem + Igain), Ifb = I0*(Imem/I0)**fb_exp
-    np.divide(Im, I0, out=b)
+    # positive feedback: Ifb/Ileak*(Imem + Igain), Ifb = I0*(Ipre/I0)**fb_exp from the previous step's membrane
+    # before its reset (DynapSim's vmem)
+    np.divide(Ip, I0, out=b)
     np.power(b, c.fb_exp, out=b)
     b *= I0
     b /= c.Ileak
     np.add(Im, c.Igain, out=q)  # q = Imem + Igain
     b *= q
     a += b
-    a -= Im  # - Imem*(1 + Iahp/Itau), Iahp = 0
-    # dImem = dt * Imem/(tau*(Imem+Igain)) * a
+    np.multiply(Im, c.ahp, out=b)  # - Imem*(1 + Iahp/Itau)
+    a -= b
+    # dImem = dt * Imem/(tau(Ileak)*(Imem+Igain)) * a
     a *= Im
     a /= q
     a *= c.dt_over_tau_mem
@@ -123,6 +127,7 @@ def dpi_step(s: DpiState, c: DpiConsts, xe: np.ndarray, xi: np.ndarray) -> np.nd
     np.maximum(Im, I0, out=Im)
     if c.Imax is not None:  # a dead neuron's membrane saturates at the threshold instead of diverging
         np.minimum(Im, c.Imax, out=Im)
+    np.copyto(Ip, Im)  # the feedback of the next step: this step's membrane, before the reset
     if any_held:
         r -= held
     spk = Im > c.Ispkthr

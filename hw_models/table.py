@@ -9,6 +9,8 @@ Format (DESIGN.md "Files")::
       "targets": {"rate_hz": 10.0, "proxy_pa": 0.0},
       "metrics": {"before": {...}, "after": {...}},
       "controller": {"name": "dual-loop", "settings": {...}},
+      "verdict": {"met": true, "complete": true, "criteria": [{"name": "rate_cv", "value": 0.041, "limit": 0.05,
+                  "met": true, "source": "true", "uncertainty": 0.0015}, ...]},
       "created": "2026-11-23T05:00:00Z",
       "eical_version": "0.1.0"
     }
@@ -16,11 +18,15 @@ Format (DESIGN.md "Files")::
 A table is tied to one chip: ``check_identity`` refuses a chip with another uid or profile hash, and
 ``check_knobs`` refuses codes that do not fit the chip's knobs. Both raise ``TableError`` subclasses with one
 clear line.
+
+``verdict`` (optional; tables made before it have none and still load) is the calibration's verdict against its spec
+(``calibrate.verdict``); ``eical flash`` refuses a table whose verdict failed unless forced.
 """
 from __future__ import annotations
 
 import datetime as _dt
 import json
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping, Optional
@@ -31,10 +37,11 @@ from .device import DeviceIdentity, KnobSpec
 from .files import decode_utf8, read_limited, value_problem
 
 __all__ = ["GainTable", "KnobTable", "TableError", "IdentityMismatch", "SCHEMA_NAME", "SCHEMA_VERSION",
-           "TABLE_MAX_BYTES"]
+           "TABLE_MAX_BYTES", "VERDICT_SOURCES", "check_verdict"]
 
 SCHEMA_NAME = "eical-gain-table"
 SCHEMA_VERSION = 1
+VERDICT_SOURCES = ("true", "measured")  # a figure judged on emulator truth, or as a board measured it
 
 
 class TableError(ValueError):
@@ -85,13 +92,20 @@ class GainTable:
     controller: dict = field(default_factory=dict)
     created: str = ""
     eical_version: str = ""
+    verdict: Optional[dict] = None
+
+    @property
+    def verdict_failed(self) -> bool:
+        """The table carries a verdict, and it is not met."""
+        return self.verdict is not None and not self.verdict["met"]
 
     # -- construction -----------------------------------------------------------------------------------------
     @classmethod
     def from_codes(cls, identity: DeviceIdentity, knobs: Mapping[str, KnobSpec], codes: Mapping[str, np.ndarray], *,
                    targets: Optional[dict] = None, metrics: Optional[dict] = None,
-                   controller: Optional[dict] = None) -> "GainTable":
+                   controller: Optional[dict] = None, verdict: Optional[dict] = None) -> "GainTable":
         return cls(chip_uid=identity.uid, profile=identity.profile, profile_sha256=identity.profile_sha256,
+                   verdict=dict(verdict) if verdict is not None else None,
                    seed=identity.seed,
                    knobs={k: KnobTable(knobs[k].sharing, knobs[k].bits, [int(c) for c in np.asarray(codes[k])])
                           for k in sorted(codes)},
@@ -104,7 +118,7 @@ class GainTable:
 
     # -- files ------------------------------------------------------------------------------------------------
     def to_dict(self) -> dict:
-        return {
+        d = {
             "schema": {"name": SCHEMA_NAME, "version": SCHEMA_VERSION},
             "chip": {"uid": self.chip_uid, "profile": self.profile, "profile_sha256": self.profile_sha256,
                      "seed": self.seed},
@@ -115,6 +129,9 @@ class GainTable:
             "created": self.created,
             "eical_version": self.eical_version,
         }
+        if self.verdict is not None:
+            d["verdict"] = self.verdict
+        return d
 
     def to_json(self) -> str:
         """Indented JSON with each knob's code list on one line: short, and a diff shows which knob changed."""
@@ -139,7 +156,8 @@ class GainTable:
 
         if not isinstance(d, dict):
             raise fail("<top>", "a JSON object", type(d).__name__)
-        allowed = {"schema", "chip", "knobs", "targets", "metrics", "controller", "created", "eical_version"}
+        allowed = {"schema", "chip", "knobs", "targets", "metrics", "controller", "created", "eical_version",
+                   "verdict"}
         for k in d:
             if k not in allowed:
                 raise TableError(f"{where}: {_short(k, 60)}: unknown key; expected one of {', '.join(sorted(allowed))}")
@@ -179,10 +197,11 @@ class GainTable:
         for k in ("targets", "metrics", "controller"):
             if k in d and not isinstance(d[k], dict):
                 raise fail(k, "an object", d[k])
+        verdict = check_verdict(d["verdict"], fail) if d.get("verdict") is not None else None
         return cls(chip_uid=chip["uid"], profile=chip["profile"], profile_sha256=chip["profile_sha256"], seed=seed,
                    knobs=knobs, targets=d.get("targets", {}), metrics=d.get("metrics", {}),
                    controller=d.get("controller", {}), created=str(d.get("created", "")),
-                   eical_version=str(d.get("eical_version", "")))
+                   eical_version=str(d.get("eical_version", "")), verdict=verdict)
 
     @classmethod
     def load(cls, path) -> "GainTable":
@@ -220,6 +239,40 @@ class GainTable:
             if kt.sharing != spec.sharing or kt.bits != spec.bits or len(kt.codes) != spec.n_groups:
                 raise TableError(f"knob {k!r}: table has {len(kt.codes)} {kt.bits}-bit codes per {kt.sharing}, "
                                  f"chip has {spec.n_groups} {spec.bits}-bit codes per {spec.sharing}")
+
+
+def check_verdict(v: Any, fail: Any) -> dict:
+    """A table's ``verdict`` as the module docstring shows it; ``fail(path, expected, got)`` makes the error."""
+    if not isinstance(v, dict):
+        raise fail("verdict", "an object", v)
+    for k in v:
+        if k not in ("met", "complete", "criteria"):
+            raise fail(f"verdict.{str(k)[:40]}", "only the keys met, complete and criteria", k)
+    for k in ("met", "complete"):
+        if not isinstance(v.get(k), bool):
+            raise fail(f"verdict.{k}", "true or false", v.get(k))
+    crit = v.get("criteria")
+    if not isinstance(crit, list) or len(crit) > 64:
+        raise fail("verdict.criteria", "a list of at most 64 criteria", crit)
+    keys = {"name", "value", "limit", "met", "source", "uncertainty"}
+    for i, c in enumerate(crit):
+        at = f"verdict.criteria[{i}]"
+        if not isinstance(c, dict) or set(c) != keys:
+            raise fail(at, "an object with name, value, limit, met, source, uncertainty", c)
+        if not isinstance(c["name"], str) or not 0 < len(c["name"]) <= 64:
+            raise fail(f"{at}.name", "a criterion name", c["name"])
+        for k, nullable in (("value", True), ("limit", False), ("uncertainty", True)):
+            x = c[k]
+            bad = isinstance(x, bool) or not isinstance(x, (int, float)) or not math.isfinite(x)
+            if (x is None and not nullable) or (x is not None and bad):
+                raise fail(f"{at}.{k}", "a finite number" + (" or null" if nullable else ""), x)
+        if not isinstance(c["met"], bool):
+            raise fail(f"{at}.met", "true or false", c["met"])
+        if c["source"] not in VERDICT_SOURCES:
+            raise fail(f"{at}.source", "'true' or 'measured'", c["source"])
+    if v["met"] and (not v["complete"] or not all(c["met"] for c in crit)):
+        raise fail("verdict.met", "false, as the run is incomplete or a criterion failed", v["met"])
+    return {"met": v["met"], "complete": v["complete"], "criteria": [dict(c) for c in crit]}
 
 
 def _short(v: Any, limit: int = 80) -> str:

@@ -27,7 +27,7 @@ exact = pytest.mark.skipif(not kernels.VECTOR_MATH.exact,
 
 def _state(dev) -> list[np.ndarray]:
     s = dev.engine.state
-    names = ("V", "ge", "gi", "r") if dev.chip.model == "cond_lif" else ("Imem", "Iampa", "Igaba", "r")
+    names = ("V", "ge", "gi", "r") if dev.chip.model == "cond_lif" else ("Imem", "Iampa", "Igaba", "Ipre", "r")
     return [np.asarray(getattr(s, k)).copy() for k in names]
 
 

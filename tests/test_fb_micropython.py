@@ -70,6 +70,15 @@ def test_firmware_under_micropython_hello_measure_flash_readback(tmp_path):
         assert c.measure(100.0).counts == local.measure(100.0, None)[0]  # the chip runs the new table
         boots = c.hello().boot_count
         assert c.reset().boot_count == boots + 1
+        # ROLLBACK under MicroPython: back to table 1, then forward again with a flash
+        from firmware_bridge.tables import previous_table, read_board_table, rollback
+
+        assert previous_table(c)["generation"] == 1
+        assert rollback(c).active["generation"] == 1
+        h = c.hello()
+        assert (h.generation, h.active_bank) == (1, 0)
+        assert read_board_table(c).table.knobs["gain_i"].codes == [40] * N
+        assert flash_table(c, image(41)).generation == 2
         c.close()
     # A new MicroPython process on the same NVM file boots into the flashed table.
     with EmulatorProcess(args, nvm=nvm_file) as emu:
@@ -97,7 +106,7 @@ def test_cli_flash_against_micropython(tmp_path):
         assert r.returncode == 0, r.stderr
         assert json.loads(r.stdout)["outcome"] == "flashed"
         h = json.loads(run("info", "--port", emu.path, "--json").stdout)
-        assert h["generation"] == 1 and h["firmware"] == "0.1.0"
+        assert h["generation"] == 1 and h["firmware"] == "0.2.0"
 
 
 def test_every_firmware_module_imports_under_micropython():

@@ -112,30 +112,38 @@ def test_dead_cond_lif_neurons_integrate_but_never_spike(step):
     assert s.V[1] < 0.0
 
 
-def _reference_dpi(s, p, xe, xi, I0, kappa, UT, Idc=0.0):
-    """MODEL.md 2, one neuron at a time, with Ifb = I0*exp(kappa'*V/UT) and V = (UT/kappa)*ln(Imem/I0)."""
-    Ia, Ig, Im, r = s.Iampa.copy(), s.Igaba.copy(), s.Imem.copy(), s.r.copy()
+def _reference_dpi(s, timer, p, xe, xi, I0, kappa, UT, Idc=0.0):
+    """MODEL.md 2 as DynapSim computes it, one neuron at a time: Ifb = I0*exp(kappa'*V/UT) with V = (UT/kappa)*
+    ln(Imem/I0) from the end of the previous step (before the reset), Ileak = Itau_mem + Iahp with Iahp at its
+    floor I0, and the refractory period as DynapSim's float32 timer (set to t_ref = Vth*C_ref/Iref at a spike,
+    counted down by dt after every step, holding the neuron while positive)."""
+    Ia, Ig, Im, Ip, timer = s.Iampa.copy(), s.Igaba.copy(), s.Imem.copy(), s.Ipre.copy(), timer.copy()
     spikes = []
     kp = kappa ** 2 / (kappa + 1)
+    vth, cref, dt32 = np.float32(0.7), np.float32(1.5e-12), np.float32(DT * 1e-3)
     for i in range(Ia.size):
         tau_a = p["C_syn"][i] * UT / (kappa * p["Itau_ampa"][i])
         tau_g = p["C_syn"][i] * UT / (kappa * p["Itau_gaba"][i])
         Ia[i] = max(Ia[i] * np.exp(-DT / tau_a) + xe[i], I0)
         Ig[i] = max(Ig[i] * np.exp(-DT / tau_g) + xi[i], I0)
-        ileak, igain = p["Itau_mem"][i], p["Igain_mem"][i]
-        iin = 0.0 if r[i] > 0 else max(Ia[i] - Ig[i] - ileak + Idc, I0)
-        V = (UT / kappa) * np.log(Im[i] / I0)
+        itau, igain, iahp = p["Itau_mem"][i], p["Igain_mem"][i], I0
+        ileak = itau + iahp
+        iin = Ia[i] - Ig[i] - ileak + Idc
+        iin = max(iin * (0.0 if timer[i] > 0 else 1.0), I0)  # zeroed while refractory, then clipped
+        V = (UT / kappa) * np.log(Ip[i] / I0)
         ifb = I0 * np.exp(kp * V / UT)
         tau = p["C_mem"][i] * UT / (kappa * ileak)
-        d = Im[i] / (tau * (Im[i] + igain)) * (igain / ileak * (iin - ileak) + ifb / ileak * (Im[i] + igain) - Im[i])
+        d = Im[i] / (tau * (Im[i] + igain)) * (igain / itau * (iin - ileak) + ifb / ileak * (Im[i] + igain)
+                                               - Im[i] * (1 + iahp / itau))
         Im[i] = max(Im[i] + DT * d, I0)
-        if r[i] > 0:
-            r[i] -= 1
+        Ip[i] = Im[i]
+        timer[i] = max(np.float32(timer[i] - dt32), np.float32(0.0))
         if Im[i] > p["Ispkthr"][i]:
             spikes.append(i)
             Im[i] = I0
-            r[i] = int(round(p["tref"][i] / DT))
-    return Ia, Ig, Im, r, np.array(spikes, dtype=int)
+            iref = np.float32(0.7 * 1.5e-12 / (p["tref"][i] * 1e-3))
+            timer[i] = (vth * cref) / iref
+    return Ia, Ig, Im, Ip, timer, np.array(spikes, dtype=int)
 
 
 @STEPS
@@ -150,18 +158,41 @@ def test_dpi_step_matches_model_md(step):
     rng = np.random.default_rng(1)
     s = DpiState(n, sc["I0"])
     s.Imem[:] = np.exp(rng.uniform(np.log(0.5), np.log(2e5), n))  # some above threshold
+    s.Ipre[:] = s.Imem * np.exp(rng.uniform(-0.1, 0.1, n))
     s.Iampa[:] = rng.uniform(0, 600, n)
     s.Igaba[:] = rng.uniform(0, 600, n)
-    s.r[:] = rng.integers(0, 3, n)
-    for _ in range(20):
+    timer = np.zeros(n, np.float32)
+    held = 0
+    for _ in range(40):
         xe, xi = rng.uniform(0, 200, n) * (rng.random(n) < 0.3), rng.uniform(0, 200, n) * (rng.random(n) < 0.3)
-        ref = _reference_dpi(s, p, xe, xi, sc["I0"], sc["kappa"], sc["UT"])
+        ref = _reference_dpi(s, timer, p, xe, xi, sc["I0"], sc["kappa"], sc["UT"])
         idx = dpi_step(s, c, xe, xi)
         np.testing.assert_allclose(s.Iampa, ref[0], rtol=1e-12)
         np.testing.assert_allclose(s.Igaba, ref[1], rtol=1e-12)
         np.testing.assert_allclose(s.Imem, ref[2], rtol=1e-9)
-        np.testing.assert_array_equal(s.r, ref[3])
-        np.testing.assert_array_equal(idx, ref[4])
+        np.testing.assert_allclose(s.Ipre, ref[3], rtol=1e-9)
+        timer = ref[4]
+        np.testing.assert_array_equal(s.r > 0, timer > 0)  # held exactly while DynapSim's timer runs
+        np.testing.assert_array_equal(idx, ref[5])
+        held += int((s.r > 0).sum())
+    assert held > 100
+
+
+def test_refractory_count_is_dynapsims_float32_timer():
+    """ceil(tref/dt) in exact arithmetic; DynapSim's float32 timer decides the boundary cases: its own default
+    (1 ms at 0.1 ms) holds 10 steps, as its Iref = Vth*C_ref/1 ms gives t_ref = 0.0009999999 s in float32."""
+    from hw_models.models import dynapsim_refractory_steps
+
+    assert dynapsim_refractory_steps(np.array([1.0]), 0.1).tolist() == [10]
+    assert dynapsim_refractory_steps(np.array([0.0, 0.05, 0.1, 0.11]), 0.1).tolist() == [0, 1, 1, 2]
+    assert dynapsim_refractory_steps(np.array([1.0]), 1.0).tolist() == [1]
+    rng = np.random.default_rng(3)
+    tref = np.exp(rng.normal(0.0, 0.3, 20000))
+    got = dynapsim_refractory_steps(tref, 0.1)
+    exact = np.ceil(tref / 0.1)
+    near = np.abs(tref / 0.1 - np.rint(tref / 0.1)) < 1e-5  # within float32 rounding of a multiple of dt
+    assert np.array_equal(got[~near], exact[~near])
+    assert np.all(np.abs(got - exact) <= 1)
 
 
 def test_dpi_weight_jump():

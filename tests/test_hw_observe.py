@@ -125,8 +125,12 @@ def test_temperature_scales_dpi_currents_and_thermal_voltage():
     dev.set_temperature(T)
     f_leak, f_ut = 1 + 20 * c["leak"], T / 298.0
     k = dev.engine.consts
-    np.testing.assert_allclose(k.Ileak, p["Itau_mem"] * f_leak)
-    tau_mem = p["C_mem"] * s["UT"] * f_ut / (s["kappa"] * p["Itau_mem"] * f_leak)
+    # the leak is Itau_mem + Iahp, the adaptation current at its floor I0 (MODEL.md 2), which does not drift
+    ileak = p["Itau_mem"] * f_leak + s["I0"]
+    np.testing.assert_allclose(k.Ileak, ileak)
+    np.testing.assert_allclose(k.gain_over_tau, p["Igain_mem"] / p["Itau_mem"])
+    np.testing.assert_allclose(k.ahp, 1 + s["I0"] / (p["Itau_mem"] * f_leak))
+    tau_mem = p["C_mem"] * s["UT"] * f_ut / (s["kappa"] * ileak)
     np.testing.assert_allclose(k.dt_over_tau_mem, dt / tau_mem)
     tau_a = p["C_syn"] * s["UT"] * f_ut / (s["kappa"] * p["Itau_ampa"])
     np.testing.assert_allclose(k.da, np.exp(-dt / tau_a))

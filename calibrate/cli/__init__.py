@@ -23,7 +23,7 @@ from .exits import CliError, ExitCode, error_line, exit_code_for
 
 __all__ = ["main", "build_parser", "CliError", "ExitCode"]
 
-FAMILIES = ("chip", "calibration", "diagnose", "study", "board")
+FAMILIES = ("chip", "calibration", "diagnose", "study", "board", "table")
 
 
 class _Parser(argparse.ArgumentParser):
@@ -57,7 +57,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     try:
         return int(args.func(args) or 0)
     except KeyboardInterrupt:
-        print("eical: interrupted", file=sys.stderr)
+        print("eical: error: interrupted (Ctrl-C)", file=sys.stderr)
         return ExitCode.INTERRUPTED
     except BrokenPipeError:
         return ExitCode.OK

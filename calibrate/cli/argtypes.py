@@ -3,9 +3,13 @@ from __future__ import annotations
 
 import argparse
 import math
-from typing import Callable
+from typing import Callable, Optional
 
-__all__ = ["nonneg_int", "positive_int", "positive_float", "seconds", "temperature_ramp", "add_threads_argument"]
+__all__ = ["nonneg_int", "positive_int", "positive_float", "seconds", "temperature_ramp", "add_threads_argument",
+           "add_seed_argument", "SEED_HELP"]
+
+#: ``--seed`` means one thing in every command: which emulated chip of the profile (its mismatch draws)
+SEED_HELP = "mismatch seed of the emulated chip (default 0): the same profile and seed give the same chip"
 
 
 def nonneg_int(text: str) -> int:
@@ -76,3 +80,9 @@ def add_threads_argument(parser: argparse.ArgumentParser) -> None:
     command creates (``hw_models.engine.set_default_threads``); results are the same for any N."""
     parser.add_argument("--threads", type=positive_int, default=None, metavar="N",
                         help="threads for the emulator's neuron update (default 1); results do not depend on it")
+
+
+def add_seed_argument(parser: argparse.ArgumentParser, default: Optional[int] = 0) -> None:
+    """``--seed N`` with the same meaning, default (0) and help in every command. ``default=None`` lets a command
+    tell an omitted seed from 0 (``calibrate --resume`` refuses one); it still means 0."""
+    parser.add_argument("--seed", type=nonneg_int, default=default, metavar="N", help=SEED_HELP)

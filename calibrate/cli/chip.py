@@ -11,9 +11,10 @@ from typing import Any, Optional
 
 import numpy as np
 
-from .argtypes import add_threads_argument, nonneg_int, positive_float
+from .argtypes import add_seed_argument, add_threads_argument, positive_float, seconds
 from .exits import CliError, ExitCode
 from .output import note
+from .outputs import check_output_file
 
 __all__ = ["add_subcommands"]
 
@@ -110,14 +111,68 @@ def _cmd_simulate(args: argparse.Namespace) -> int:
     return ExitCode.OK
 
 
-def _cmd_chip_export(args: argparse.Namespace) -> int:
-    from hw_models.chip import draw_chip, export_npz
+def _cmd_chip_export_dynapsim(args: argparse.Namespace) -> int:
+    """``eical chip export --format dynapsim``: a dpi chip for rockpool's DynapSim (hw_models.dynapsim)."""
+    from hw_models import dynapsim
+    from hw_models.emulator import NumpyDevice
     from hw_models.profile import ProfileError, load_profile
+    from hw_models.table import GainTable
 
     profile = load_profile(args.profile)
-    if profile.model != "cond_lif":
-        raise ProfileError(f"{profile.source}: model: expected 'cond_lif' for a chip export (the NPZ format of "
-                           f"docs/model.md holds cond_lif chips), got {profile.model!r}")
+    if profile.model != "dpi":
+        raise ProfileError(f"{profile.source}: model: expected 'dpi' for --format dynapsim (DynapSim simulates dpi "
+                           f"neurons), got {profile.model!r}")
+    check_output_file(args.out, "chip export", overwrite=args.overwrite)
+    out = Path(args.out)
+    if out.suffix != ".npz":  # numpy would append it silently; say where the file goes
+        out = out.with_name(out.name + ".npz")
+    check_output_file(out, "chip export", overwrite=args.overwrite)  # before anything is drawn
+    table = GainTable.load(args.table) if args.table is not None else None  # TableError -> exit 2
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        try:
+            device = NumpyDevice(profile, args.seed)
+        except ValueError as e:
+            raise _undrawable(e) from None
+    for w in caught:
+        note(str(w.message))
+    if table is not None:
+        table.check_identity(device.identity)  # IdentityMismatch -> exit 3
+        table.check_knobs(device.knobs)
+        device.set_codes(table.codes())  # validates every code (CodeError -> exit 2)
+    chip = device.chip
+    arrays = dynapsim.export_arrays(chip, device.codes,
+                                    codes_source="nominal" if table is None else f"table {args.table}")
+    inputs = counts = None
+    if args.inputs:
+        inputs, counts = dynapsim.record_window(chip, device.codes, args.inputs * 1e3)
+    try:
+        dynapsim.write_npz(out, arrays, inputs, counts)
+    except OSError as e:
+        raise CliError(f"{out}: cannot write: {e.strerror or e}") from None
+    what = "nominal codes" if table is None else f"the codes of {args.table}"
+    extra = f", and {args.inputs:g} s of input spikes with eical's spike counts" if args.inputs else ""
+    print(f"wrote {out} (chip {chip.uid}, {chip.n} neurons, {what}{extra}; DynapSim format, docs/model.md)")
+    return ExitCode.OK
+
+
+def _cmd_chip_export(args: argparse.Namespace) -> int:
+    if getattr(args, "format", "npz") == "dynapsim":
+        return _cmd_chip_export_dynapsim(args)
+    if getattr(args, "table", None) is not None or getattr(args, "inputs", 0):
+        raise CliError("--table and --inputs go with --format dynapsim")
+    from hw_models.chip import EXPORT_PARAMS, draw_chip, export_npz
+    from hw_models.profile import ProfileError, load_profile
+
+    check_output_file(args.out, "chip export", overwrite=args.overwrite)
+    out = Path(args.out)
+    if out.suffix != ".npz":  # numpy.savez would append it silently; say where the file went
+        out = out.with_name(out.name + ".npz")
+    check_output_file(out, "chip export", overwrite=args.overwrite)  # before anything is drawn
+    profile = load_profile(args.profile)
+    if profile.model not in EXPORT_PARAMS:
+        raise ProfileError(f"{profile.source}: model: expected one of {', '.join(EXPORT_PARAMS)} for a chip export "
+                           f"(the NPZ format of docs/model.md section 10), got {profile.model!r}")
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         try:
@@ -126,14 +181,11 @@ def _cmd_chip_export(args: argparse.Namespace) -> int:
             raise _undrawable(e) from None
     for w in caught:
         note(str(w.message))
-    out = Path(args.out)
-    if out.suffix != ".npz":  # numpy.savez would append it silently; say where the file went
-        out = out.with_name(out.name + ".npz")
     try:
         export_npz(chip, out)
     except OSError as e:
         raise CliError(f"{out}: cannot write: {e.strerror or e}") from None
-    print(f"wrote {out} (chip {chip.uid}, {chip.n} neurons, profile sha256 {profile.sha256[:12]})")
+    print(f"wrote {out} (chip {chip.uid}, {chip.n} {chip.model} neurons, profile sha256 {profile.sha256[:12]})")
     return ExitCode.OK
 
 
@@ -169,10 +221,10 @@ def _cmd_profiles_validate(args: argparse.Namespace) -> int:
     from hw_models.profile import ProfileError, load_profile
 
     path = Path(args.file)
-    if not path.is_file():
-        raise ProfileError(f"{path}: cannot read: no such file")
-    p = load_profile(path)
-    print(f"{path}: ok ({p.name}, {p.model}, {p.n_neurons} neurons, sha256 {p.sha256[:12]})")
+    if path.exists() and not path.is_file():
+        raise ProfileError(f"{path}: cannot read: not a regular file")
+    p = load_profile(args.file)  # a path, or a profile's name (as `profiles show` takes it)
+    print(f"{p.source}: ok ({p.name}, {p.model}, {p.n_neurons} neurons, sha256 {p.sha256[:12]})")
     return ExitCode.OK
 
 
@@ -184,7 +236,7 @@ def add_subcommands(subparsers: Any) -> None:
                     "report per-neuron rates, the true window means of the balance proxy and of the net synaptic "
                     "current, and summary figures (rate CV across live neurons, balance index median and p95).")
     p.add_argument("--profile", required=True, help="profile name (see 'eical profiles list') or YAML path")
-    p.add_argument("--seed", type=nonneg_int, default=0, help="mismatch seed (default 0)")
+    add_seed_argument(p)
     add_threads_argument(p)
     p.add_argument("--duration", type=positive_float, default=10.0, metavar="SEC",
                    help="model time to simulate in seconds (default 10)")
@@ -199,22 +251,41 @@ def add_subcommands(subparsers: Any) -> None:
                                  description="Chip instances of a profile.")
     chip_sub = chip.add_subparsers(dest="chip_command", metavar="ACTION")  # same parser class as the parent
     chip_sub.required = True
-    ex = chip_sub.add_parser("export", help="write a chip (cond_lif) as NPZ for another simulator",
+    ex = chip_sub.add_parser("export", help="write a chip's mismatch draws as NPZ for another simulator",
                              description="Draw the chip of PROFILE and SEED and write it in the NPZ format of "
-                                         "docs/model.md (cond_lif profiles).")
+                                         "docs/model.md section 10 (cond_lif and dpi chips): per-neuron parameters "
+                                         "in the model's units, input and recurrent weights as CSR arrays, knob "
+                                         "groups and DAC transfers, scalars; readable with numpy alone.")
     ex.add_argument("--profile", required=True, help="profile name or YAML path")
-    ex.add_argument("--seed", type=nonneg_int, default=0, help="mismatch seed (default 0)")
-    ex.add_argument("--out", required=True, help="output file (.npz)")
+    add_seed_argument(ex)
+    ex.add_argument("--out", required=True, help="output file (.npz): a new file or an earlier chip export "
+                    "(README, 'Output paths')")
+    ex.add_argument("--overwrite", action="store_true", help="replace --out even if it is not an eical chip export")
+    ex.add_argument("--format", choices=("npz", "dynapsim"), default="npz",
+                    help="npz: eical's portable chip file (default); dynapsim: a dpi chip as rockpool's DynapSim takes "
+                         "it (docs/model.md, DynapSim)")
+    ex.add_argument("--table", default=None,
+                    help="with --format dynapsim: export at this gain table's codes (refused if made for another chip)")
+    ex.add_argument("--inputs", type=seconds(0.0, 3600.0), default=0.0, metavar="SEC",
+                    help="with --format dynapsim: also run the emulator SEC seconds from rest and store the input "
+                         "spike trains it drew and its spike counts, to drive DynapSim with the same inputs")
     ex.set_defaults(func=_cmd_chip_export)
 
     prof = subparsers.add_parser("profiles", help="list, show or validate device profiles",
                                  description="Device profiles (device_profiles/*.yaml and $EICAL_PROFILE_PATH).")
     prof_sub = prof.add_subparsers(dest="profiles_command", metavar="ACTION")
     prof_sub.required = True
-    prof_sub.add_parser("list", help="list the known profiles").set_defaults(func=_cmd_profiles_list)
-    ps = prof_sub.add_parser("show", help="print a profile as validated (defaults filled in)")
+    prof_sub.add_parser("list", help="list the known profiles",
+                        description="List the profiles found in device_profiles/ and $EICAL_PROFILE_PATH, each with "
+                                    "its model, geometry and knobs (or why it is invalid).").set_defaults(
+        func=_cmd_profiles_list)
+    ps = prof_sub.add_parser("show", help="print a profile as validated (defaults filled in)",
+                             description="Print a profile (a name or a YAML path) as validated, with every default "
+                                         "filled in and its sha256.")
     ps.add_argument("name", help="profile name or YAML path")
     ps.set_defaults(func=_cmd_profiles_show)
-    pv = prof_sub.add_parser("validate", help="check a profile file; one error line and exit 2 if invalid")
-    pv.add_argument("file", help="YAML file")
+    pv = prof_sub.add_parser("validate", help="check a profile file; one error line and exit 2 if invalid",
+                             description="Load and check a profile (a YAML path or a profile's name, as 'profiles "
+                                         "show' takes it); print one line, ok or what is wrong (exit 2).")
+    pv.add_argument("file", metavar="PROFILE", help="YAML file or profile name")
     pv.set_defaults(func=_cmd_profiles_validate)

@@ -11,9 +11,10 @@ import argparse
 from pathlib import Path
 from typing import Any, Optional
 
-from .argtypes import add_threads_argument, nonneg_int, seconds
-from .exits import CliError, ExitCode
+from .argtypes import add_seed_argument, add_threads_argument, seconds
+from .exits import ExitCode
 from .output import fmt, print_json
+from .outputs import prepare_output_dir
 
 __all__ = ["add_subcommands"]
 
@@ -22,24 +23,26 @@ def _cmd_diagnose(args: argparse.Namespace) -> int:
     from hw_models.table import GainTable
 
     from ..backends import BackendUnavailable, lava_available
-    from ..diagnostics.session import run_diagnose
-    from ..progress import Progress
+    from ..progress import PhaseProgress
 
     if args.backend == "lava":
         why = lava_available()
         if why:
             raise BackendUnavailable(why)
+    out = prepare_output_dir(args.out, "diagnosis", overwrite=args.overwrite)  # before anything runs
     table = GainTable.load(args.table) if args.table else None  # TableError -> exit 2
-    out = Path(args.out)
-    if out.exists() and not out.is_dir():
-        raise CliError(f"--out {out}: exists and is not a directory")
-    prog = Progress("diagnose")
-    try:
+    from ..diagnostics.session import run_diagnose  # the analysis libraries, once the arguments passed
+    with PhaseProgress() as prog:
+        def progress(phase: str, done: Optional[float], total: Optional[float]) -> None:
+            if phase != prog.phase_name:
+                # diagnosing and plotting report no count: a forecast from the recording's own length
+                prog.phase(phase, total=total, unit="s") if total is not None else \
+                    prog.phase(phase, estimate_s=max(2.0, 0.5 * args.duration))
+            if done is not None:
+                prog.update(completed=done)
+
         result = run_diagnose(args.profile, args.seed, table=table, duration_s=args.duration, backend=args.backend,
-                              out=out, save_recording=args.save_recording,
-                              progress=lambda s: prog.update(s, force=True))
-    finally:
-        prog.close()
+                              out=out, save_recording=args.save_recording, progress=progress)
     if args.json:
         print_json(result.to_dict())
     else:
@@ -100,14 +103,17 @@ def add_subcommands(sub: Any) -> None:
                     "diagnostics (balance index, irregularity, multiscale E/I co-fluctuation, branching ratio, "
                     "spectrum, synchrony) with their flags. Writes diagnostics.json and diagnose.html to --out.")
     p.add_argument("--profile", required=True, help="device profile name or YAML path")
-    p.add_argument("--seed", type=nonneg_int, required=True, help="mismatch seed of the emulated chip")
+    add_seed_argument(p)
     add_threads_argument(p)
     p.add_argument("--table", help="gain table (table.json) to apply; refused (exit 3) if made for another chip")
     p.add_argument("--duration", type=seconds(MIN_DURATION_S, 3600.0), default=DEFAULT_DURATION_S, metavar="SEC",
                    help=f"model seconds recorded (default {DEFAULT_DURATION_S:g}; at least {MIN_DURATION_S:g})")
     p.add_argument("--backend", choices=("numpy", "lava"), default="numpy",
                    help="emulator backend (the same spikes either way; lava needs Python 3.10 and lava-nc)")
-    p.add_argument("--out", required=True, metavar="DIR", help="output directory")
+    p.add_argument("--out", required=True, metavar="DIR", help="output directory: a new, empty or earlier diagnosis "
+                   "directory (README, 'Output paths')")
+    p.add_argument("--overwrite", action="store_true",
+                   help="write into --out even if it holds files that are not an eical diagnosis")
     p.add_argument("--json", action="store_true", help="print diagnostics.json instead of the summary")
     p.add_argument("--require-healthy", action="store_true", help="exit 1 when the chip is flagged")
     p.add_argument("--save-recording", action="store_true", help="also write the recording as recording.npz")

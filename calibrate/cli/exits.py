@@ -28,7 +28,8 @@ class ExitCode(IntEnum):
 #: What each code means (README "Exit codes", docs/protocol.md section 8).
 MEANING = {
     ExitCode.OK: "success (including 'already up to date' and a dry run)",
-    ExitCode.FAILED: "the command ran but its result failed a requirement (--require-converged, --require-healthy)",
+    ExitCode.FAILED: "the command ran but its result failed a requirement (--require-spec, --require-healthy), or "
+                     "flash refused a table whose verdict failed",
     ExitCode.USAGE: "usage error or bad input (profile, table, arguments, port): one line naming what is wrong",
     ExitCode.IDENTITY: "identity mismatch: the table was made for another chip or profile; nothing was written",
     ExitCode.LINK_LOST: "link lost: the board stopped answering (or the link is too noisy); the old table is intact "
@@ -36,7 +37,8 @@ MEANING = {
     ExitCode.VERIFY: "verify failed: what the board holds does not match the table; the old table is intact",
     ExitCode.BOARD: "board error: the board refused a request (status code in the message)",
     ExitCode.BACKEND: "backend unavailable here (e.g. --backend lava without Python 3.10 and lava-nc)",
-    ExitCode.INTERRUPTED: "interrupted (Ctrl-C); the line says whether a commit could have happened",
+    ExitCode.INTERRUPTED: "interrupted (Ctrl-C, or SIGTERM for calibrate); flash says whether a commit could have "
+                          "happened, calibrate where it kept the iterations measured so far",
 }
 
 
@@ -56,12 +58,16 @@ def _kinds() -> list[tuple[type, ExitCode]]:
     from hw_models.table import IdentityMismatch, TableError
 
     from ..backends import BackendUnavailable
+    from ..history import HistoryError
+    from ..run import ResumeMismatch
+    from ..yield_study.spec import SpecError
 
     kinds: list[tuple[type, ExitCode]] = [
         (IdentityMismatch, ExitCode.IDENTITY), (fb.IdentityError, ExitCode.IDENTITY),
         (fb.LinkLost, ExitCode.LINK_LOST), (fb.VerifyFailed, ExitCode.VERIFY), (fb.UsageError, ExitCode.USAGE),
         (fb.BoardError, ExitCode.BOARD), (fb.BridgeError, ExitCode.BOARD),
         (ProfileError, ExitCode.USAGE), (TableError, ExitCode.USAGE), (CodeError, ExitCode.USAGE),
+        (HistoryError, ExitCode.USAGE), (ResumeMismatch, ExitCode.USAGE), (SpecError, ExitCode.USAGE),
         (BackendUnavailable, ExitCode.BACKEND), (DeviceError, ExitCode.BOARD),
     ]
     # the Lava backend may find out only when it starts (another multiprocessing start method); imported only if
@@ -87,7 +93,7 @@ def error_line(exc: BaseException, code: ExitCode) -> str:
     """The one line for ``exc``: what it says, and for a board the table it runs now."""
     text = exc.line() if hasattr(exc, "line") else str(exc)
     if code is ExitCode.IDENTITY and not hasattr(exc, "line"):
-        return f"identity mismatch: {text}"
+        return f"error: identity mismatch: {text}"
     if code is ExitCode.BACKEND:
-        return f"backend unavailable: {text}"
+        return f"error: backend unavailable: {text}"
     return f"error: {text}"

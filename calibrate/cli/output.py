@@ -25,28 +25,39 @@ def print_json(doc: Any) -> None:
 
 
 class ProgressPrinter:
-    """The progress callback of a calibration or tracking run: one line, rewritten on a terminal, silent otherwise.
+    """The progress of a calibration or tracking run on a terminal (``calibrate.progress.PhaseProgress``, drawn by
+    rich), silent otherwise. The session calls :meth:`phase` at each phase (measuring, verifying, replay,
+    diagnostics, report) and the run loop calls the object after each iteration with (loop iterations so far, the
+    number summary.json reports; model time in s; a record with optional ``rate_mean_hz``, ``rate_cv``,
+    ``balance_p95`` and ``phase``)."""
 
-    Called with (iteration, model time in s, a record with optional ``rate_mean_hz``, ``rate_cv``, ``balance_p95``
-    and ``phase``)."""
+    def __init__(self, label: str, enabled: Optional[bool] = None, *, max_iterations: Optional[int] = None,
+                 console: Any = None, counter: str = "iteration"):
+        from ..progress import PhaseProgress
 
-    def __init__(self, label: str, enabled: Optional[bool] = None):
-        from ..progress import Progress
+        self.label = label
+        self.counter = counter
+        self.max_iterations = max_iterations
+        self.p = PhaseProgress(enabled=enabled, console=console)
 
-        self.p = Progress(label, enabled=enabled)
+    def phase(self, name: str, **kw: Any) -> None:
+        self.p.phase(name, **kw)
 
     def __call__(self, it: int, t_s: float, record: Any) -> None:
-        parts = [f"iter {it:2d}", f"model {t_s:7.1f} s"]
+        of = f"/{self.max_iterations}" if self.max_iterations is not None else ""
+        parts = [f"{self.counter} {it}{of}"]
         if record.rate_mean_hz is not None:
-            parts.append(f"rate {record.rate_mean_hz:6.2f} Hz")
+            parts.append(f"rate {record.rate_mean_hz:.2f} Hz")
         if record.rate_cv is not None:
             parts.append(f"CV {record.rate_cv:.3f}")
         if record.balance_p95 is not None:
             parts.append(f"balance p95 {record.balance_p95:.3f}")
         phase = getattr(record, "phase", None)
-        if phase is not None and phase != "loop":
-            parts.append(str(getattr(phase, "value", phase)))
-        self.p.update("  ".join(parts), force=True)
+        if phase is not None and getattr(phase, "value", phase) != "loop":
+            parts.append(f"references ({getattr(phase, 'value', phase)})")
+        if self.p.phase_name is None:
+            self.p.phase(self.label)
+        self.p.update(completed=t_s, info="  ".join(parts))
 
     def close(self) -> None:
-        self.p.close()
+        self.p.stop()

@@ -30,21 +30,18 @@ from hw_models.table import json_default as _json_default
 
 from .argtypes import nonneg_int, positive_float, positive_int
 from .exits import CliError, ExitCode
+from .outputs import prepare_output_dir
 
 __all__ = ["add_subcommands"]
 
 _ADDRESS = re.compile(r"^[a-z][a-z0-9+.-]*://[^\s/]+:\d{1,5}$")
 
 
-def _writable_dir(path: Path) -> None:
-    """``--out`` must be (or become) a directory we can write, checked before any chip runs."""
-    if path.exists() and not path.is_dir():
-        raise CliError(f"--out {path}: exists and is not a directory")
+def _writable_dir(path: Path, overwrite: bool) -> None:
+    """``--out``: the rule of every output path (``calibrate.cli.outputs``), checked before any chip runs."""
+    prepare_output_dir(path, "yield study", overwrite=overwrite)
     try:
         path.mkdir(parents=True, exist_ok=True)
-        probe = path / ".eical-write-probe"
-        probe.write_text("")
-        probe.unlink()
     except OSError as e:
         raise CliError(f"--out {path}: not writable ({e.strerror or e})") from None
 
@@ -112,10 +109,10 @@ def _cmd_yield(args: argparse.Namespace) -> int:
         raise CliError("--dashboard: Dask's dashboard needs bokeh on this machine (pip install 'eical[dashboard]')")
     study = _build_study(args)
     out = Path(args.out)
-    _writable_dir(out)
+    _writable_dir(out, args.overwrite)
 
     def log(msg: str) -> None:
-        print(msg, file=sys.stderr, flush=True)
+        print(f"eical: note: {msg}", file=sys.stderr, flush=True)
 
     def on_term(signum, frame):  # SIGTERM (a batch system ending the job): stop like Ctrl-C, keep what finished
         raise KeyboardInterrupt
@@ -134,7 +131,7 @@ def _cmd_yield(args: argparse.Namespace) -> int:
         _print_human(outcome, out)
     missing = sum(p["missing"] for p in outcome.summary["points"])
     if outcome.errors or missing:
-        print(f"eical: {outcome.errors} chips raised an error and {missing} were not run; re-run the same command "
+        print(f"eical: error: {outcome.errors} chips raised an error and {missing} were not run; re-run the same command "
               f"to retry the missing ones (yield.json lists examples)", file=sys.stderr)
         return ExitCode.FAILED
     return ExitCode.OK
@@ -156,7 +153,8 @@ def add_subcommands(sub: Any) -> None:
                    help="a profile key path (e.g. knobs.bits=5,6,7,8) or mismatch.scale; repeat for a grid")
     p.add_argument("--spec", metavar="rate_cv=0.05,balance_p95=0.05,rate_err=0.03",
                    help="limits of the criteria (default: those; per core on shared knobs)")
-    p.add_argument("--controller", default="dual-loop", choices=sorted(CONTROLLERS))
+    p.add_argument("--controller", default="dual-loop", choices=sorted(CONTROLLERS),
+                   help="the calibration controller (default dual-loop)")
     p.add_argument("--budget", type=positive_float, help="model time the controller may spend, seconds")
     p.add_argument("--evaluate", type=positive_float,
                    help="seconds of the judging replay (default: the profile's length, docs/yield.md)")
@@ -165,6 +163,9 @@ def add_subcommands(sub: Any) -> None:
     g.add_argument("--workers", type=positive_int, help="local Dask workers, one thread each (default: one per core)")
     g.add_argument("--scheduler", metavar="ADDRESS", help="a running Dask scheduler, e.g. tcp://HOST:8786")
     p.add_argument("--dashboard", action="store_true", help="print the address of Dask's dashboard")
-    p.add_argument("--out", required=True, metavar="DIR", help="study directory (results, yield.json, report)")
+    p.add_argument("--out", required=True, metavar="DIR", help="study directory (results, yield.json, report): a new, "
+                   "empty or earlier study directory (README, 'Output paths')")
+    p.add_argument("--overwrite", action="store_true",
+                   help="write into --out even if it holds files that are not an eical yield study")
     p.add_argument("--json", action="store_true", help="print yield.json instead of the summary")
     p.set_defaults(func=_cmd_yield)

@@ -13,6 +13,10 @@ no display and no pyplot global state are involved (safe in threads and under an
 - :func:`spectrum_png`: population spectrum with the gamma band;
 - :func:`mode_png`: the dominant mode's fit of the regression slopes (:mod:`calibrate.diagnostics.mode`);
 - :func:`all_figures`: the first five as a dict name -> PNG bytes.
+
+Each ``*_png`` function has a ``*_figure`` twin that returns the ``Figure`` itself, or None when there is nothing to
+draw (no spike train long enough for a branching fit, no E/I populations and no current samples): a report shows no
+empty panel, it leaves the figure out. :func:`save_figure` writes a figure as PNG and SVG (for papers and wikis).
 """
 from __future__ import annotations
 
@@ -21,6 +25,7 @@ import os
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Tuple, Union
 
+import matplotlib
 import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
@@ -38,6 +43,13 @@ __all__ = [
     "spectrum_png",
     "mode_png",
     "all_figures",
+    "raster_figure",
+    "isi_cv_figure",
+    "ei_scales_figure",
+    "branching_figure",
+    "spectrum_figure",
+    "mode_figure",
+    "save_figure",
 ]
 
 PathLike = Union[str, "os.PathLike[str]"]
@@ -71,31 +83,44 @@ def _labels(items: Sequence[object], labels: Optional[Sequence[str]]) -> List[st
     return out
 
 
-def _finish(fig: Figure, path: Optional[PathLike], dpi: int) -> bytes:
+def _png_bytes(fig: Figure, dpi: int) -> bytes:
     FigureCanvasAgg(fig)
     buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=dpi)
-    data = buf.getvalue()
+    fig.savefig(buf, format="png", dpi=dpi, metadata={"Software": None})
+    return buf.getvalue()
+
+
+def _finish(fig: Optional[Figure], path: Optional[PathLike], dpi: int, empty: str = "nothing to draw") -> bytes:
+    if fig is None:  # the *_png API always returns an image: a note instead of empty axes
+        fig = Figure(figsize=(5.0, 1.2))
+        fig.text(0.5, 0.5, empty, ha="center", va="center", fontsize=10)
+    data = _png_bytes(fig, dpi)
     if path is not None:
         Path(path).write_bytes(data)
     return data
 
 
-def raster_png(
+def save_figure(fig: Figure, directory: PathLike, name: str, *, dpi: int = 100) -> bytes:
+    """Write ``fig`` as ``directory/name.png`` (``dpi``) and ``directory/name.svg`` (vector, no timestamp, so the
+    same figure gives the same file); returns the PNG bytes."""
+    d = Path(directory)
+    d.mkdir(parents=True, exist_ok=True)
+    data = _png_bytes(fig, dpi)
+    (d / f"{name}.png").write_bytes(data)
+    with matplotlib.rc_context({"svg.hashsalt": name}):  # fixed element ids: the same figure, the same file
+        fig.savefig(d / f"{name}.svg", format="svg", metadata={"Date": None})
+    return data
+
+
+def raster_figure(
     recs: RecOrPair,
     *,
     t_start_ms: Optional[float] = None,
     duration_ms: float = 500.0,
     max_neurons: int = 200,
     labels: Optional[Sequence[str]] = None,
-    path: Optional[PathLike] = None,
-    dpi: int = 100,
-) -> bytes:
-    """Raster excerpt: ``duration_ms`` from ``t_start_ms`` (default: the middle of the complete span).
-
-    At most ``max_neurons`` neurons are drawn, spread evenly over the chip with excitatory (red) and inhibitory
-    (blue) neurons in proportion; a pair is drawn in two panels side by side.
-    """
+) -> Figure:
+    """The raster excerpt of :func:`raster_png` as a ``Figure``."""
     items = _as_list(recs, Recording)
     names = _labels(items, labels)
     fig = Figure(figsize=(5.0 * len(items), 3.6))
@@ -136,7 +161,52 @@ def raster_png(
         rate = rec.rates_hz().mean()
         ax.set_title(f"{name + ': ' if name else ''}raster, {rate:.1f} Hz mean", fontsize=10)
     fig.tight_layout()
+    return fig
+
+
+def raster_png(
+    recs: RecOrPair,
+    *,
+    t_start_ms: Optional[float] = None,
+    duration_ms: float = 500.0,
+    max_neurons: int = 200,
+    labels: Optional[Sequence[str]] = None,
+    path: Optional[PathLike] = None,
+    dpi: int = 100,
+) -> bytes:
+    """Raster excerpt: ``duration_ms`` from ``t_start_ms`` (default: the middle of the complete span).
+
+    At most ``max_neurons`` neurons are drawn, spread evenly over the chip with excitatory (red) and inhibitory
+    (blue) neurons in proportion; a pair is drawn in two panels side by side.
+    """
+    fig = raster_figure(recs, t_start_ms=t_start_ms, duration_ms=duration_ms, max_neurons=max_neurons,
+                        labels=labels)
     return _finish(fig, path, dpi)
+
+
+def isi_cv_figure(diags: DiagOrPair, *, bins: int = 40, labels: Optional[Sequence[str]] = None) -> Optional[Figure]:
+    """The ISI CV histogram of :func:`isi_cv_histogram_png`; None when no neuron has an ISI CV."""
+    items = _as_list(diags, Diagnostics)
+    names = _labels(items, labels)
+    finite = [d.cv[np.isfinite(d.cv)] for d in items]
+    if not any(c.size for c in finite):
+        return None
+    fig = Figure(figsize=(5.0, 3.4))
+    ax = fig.add_subplot(1, 1, 1)
+    hi = max([2.0] + [float(np.quantile(c, 0.99)) for c in finite if c.size])
+    edges = np.linspace(0.0, hi, bins + 1)
+    colours = _COLOURS if len(items) == 2 else (_COLOURS[1],) * len(items)
+    for c, d, name, col in zip(finite, items, names, colours):
+        lab = f"{name} (median {np.median(c):.2f})" if c.size else f"{name} (no data)"
+        ax.hist(np.clip(c, 0, hi), bins=edges, histtype="stepfilled", alpha=0.45, color=col, label=lab.strip())
+    ax.axvline(items[-1].thresholds.cv_threshold, ls="--", c="k", lw=0.8)
+    ax.axvline(1.0, ls=":", c="k", lw=0.8)
+    ax.set_xlabel("ISI CV (dimensionless; 1 = Poisson)")
+    ax.set_ylabel("neurons")
+    ax.set_title("ISI irregularity: mean-driven < threshold <= fluctuation-driven", fontsize=9)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    return fig
 
 
 def isi_cv_histogram_png(
@@ -148,25 +218,59 @@ def isi_cv_histogram_png(
     dpi: int = 100,
 ) -> bytes:
     """Histogram of the per-neuron ISI CV; the dashed line is the regime threshold (fluctuation vs mean)."""
+    return _finish(isi_cv_figure(diags, bins=bins, labels=labels), path, dpi, "no neuron fired often enough for an "
+                   "ISI CV")
+
+
+def ei_scales_figure(diags: DiagOrPair, *, labels: Optional[Sequence[str]] = None) -> Optional[Figure]:
+    """The E/I co-fluctuation panels of :func:`ei_scales_png` that have data, side by side; None when none has.
+
+    A chip with one population (no inhibitory neurons) has no E/I rate co-fluctuation and no peak lag: only the
+    current panel is drawn (when current samples exist)."""
     items = _as_list(diags, Diagnostics)
     names = _labels(items, labels)
-    fig = Figure(figsize=(5.0, 3.4))
-    ax = fig.add_subplot(1, 1, 1)
-    finite = [d.cv[np.isfinite(d.cv)] for d in items]
-    hi = max([2.0] + [float(np.quantile(c, 0.99)) for c in finite if c.size])
-    edges = np.linspace(0.0, hi, bins + 1)
+    has_rates = any(d.cofluct_rates is not None for d in items)
+    has_currents = any(d.cofluct_currents is not None for d in items)
+    panels = (["rates", "lag"] if has_rates else []) + (["currents"] if has_currents else [])
+    if not panels:
+        return None
+    fig = Figure(figsize=(4.2 * len(panels), 3.4))
+    axes = {p: fig.add_subplot(1, len(panels), j + 1) for j, p in enumerate(panels)}
+    ax_r, ax_l, ax_c = axes.get("rates"), axes.get("lag"), axes.get("currents")
     colours = _COLOURS if len(items) == 2 else (_COLOURS[1],) * len(items)
-    for c, d, name, col in zip(finite, items, names, colours):
-        lab = f"{name} (median {np.median(c):.2f})" if c.size else f"{name} (no data)"
-        ax.hist(np.clip(c, 0, hi), bins=edges, histtype="stepfilled", alpha=0.45, color=col, label=lab.strip())
-    ax.axvline(items[-1].thresholds.cv_threshold, ls="--", c="k", lw=0.8)
-    ax.axvline(1.0, ls=":", c="k", lw=0.8)
-    ax.set_xlabel("ISI CV (1 = Poisson)")
-    ax.set_ylabel("neurons")
-    ax.set_title("ISI irregularity: mean-driven < threshold <= fluctuation-driven", fontsize=9)
-    ax.legend(fontsize=8)
+    for d, name, col in zip(items, names, colours):
+        cr = d.cofluct_rates
+        if cr is not None and ax_r is not None and ax_l is not None:
+            ax_r.semilogx(cr.bin_ms, cr.rho, "-o", ms=2.5, c=col, label=f"{name} rho".strip())
+            fmin = d.thresholds.fano_shared_min
+            shared = (cr.fano_e >= fmin) & (cr.fano_i >= fmin)
+            if shared.any():
+                sig = np.where(shared, cr.rho_signal, np.nan)
+                ax_r.semilogx(cr.bin_ms, sig, "--", c=col, label=f"{name} rho, noise-corrected".strip())
+            ax_l.semilogx(cr.bin_ms, cr.peak_lag_ms, "-o", ms=2.5, c=col, label=name or None)
+        cc = d.cofluct_currents
+        if cc is not None and ax_c is not None:
+            ax_c.semilogx(cc.bin_ms, cc.imbalance, "-o", ms=2.5, c=col, label=name or None)
+    if ax_r is not None and ax_l is not None:
+        ax_r.set_ylim(-1.05, 1.05)
+        ax_r.axhline(items[-1].thresholds.rho_min, ls=":", c="k", lw=0.8)
+        ax_r.set_xlabel("bin width (ms)")
+        ax_r.set_ylabel("corr(E rate, I rate) at zero lag")
+        ax_r.set_title("E/I rate co-fluctuation", fontsize=10)
+        ax_l.axhline(0.0, c="k", lw=0.6)
+        ax_l.set_xlabel("bin width (ms)")
+        ax_l.set_ylabel("peak lag (ms), I after E > 0")
+        ax_l.set_title("lag of the E/I cross-correlation peak", fontsize=10)
+    if ax_c is not None:
+        ax_c.axhline(items[-1].thresholds.current_imbalance_max, ls=":", c="k", lw=0.8)
+        ax_c.set_xlabel("bin width (ms)")
+        ax_c.set_ylabel("rms(E - I) / mean (dimensionless)")
+        ax_c.set_title("distance of E/I currents from balance", fontsize=10)
+    for ax in axes.values():
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(fontsize=7)
     fig.tight_layout()
-    return _finish(fig, path, dpi)
+    return fig
 
 
 def ei_scales_png(
@@ -182,55 +286,18 @@ def ei_scales_png(
     drawn only at scales where both population Fano factors reach ``thresholds.fano_shared_min``).
     Middle: lag of the cross-correlation peak (> 0: I follows E). Right: relative distance of the population
     excitatory and inhibitory input currents from the balance line (``imbalance``), when samples exist.
+    Panels without data (one population: no rate correlation, no lag) are left out.
     """
-    items = _as_list(diags, Diagnostics)
-    names = _labels(items, labels)
-    fig = Figure(figsize=(12.0, 3.4))
-    ax_r, ax_l, ax_c = (fig.add_subplot(1, 3, j + 1) for j in range(3))
-    colours = _COLOURS if len(items) == 2 else (_COLOURS[1],) * len(items)
-    for d, name, col in zip(items, names, colours):
-        cr = d.cofluct_rates
-        if cr is not None:
-            ax_r.semilogx(cr.bin_ms, cr.rho, "-o", ms=2.5, c=col, label=f"{name} rho".strip())
-            fmin = d.thresholds.fano_shared_min
-            shared = (cr.fano_e >= fmin) & (cr.fano_i >= fmin)
-            if shared.any():
-                sig = np.where(shared, cr.rho_signal, np.nan)
-                ax_r.semilogx(cr.bin_ms, sig, "--", c=col, label=f"{name} rho, noise-corrected".strip())
-            ax_l.semilogx(cr.bin_ms, cr.peak_lag_ms, "-o", ms=2.5, c=col, label=name or None)
-        cc = d.cofluct_currents
-        if cc is not None:
-            ax_c.semilogx(cc.bin_ms, cc.imbalance, "-o", ms=2.5, c=col, label=name or None)
-    ax_r.set_ylim(-1.05, 1.05)
-    ax_r.axhline(items[-1].thresholds.rho_min, ls=":", c="k", lw=0.8)
-    ax_r.set_xlabel("bin width (ms)")
-    ax_r.set_ylabel("corr(E, I) at zero lag")
-    ax_r.set_title("E/I rate co-fluctuation", fontsize=10)
-    ax_l.axhline(0.0, c="k", lw=0.6)
-    ax_l.set_xlabel("bin width (ms)")
-    ax_l.set_ylabel("peak lag (ms), I after E > 0")
-    ax_l.set_title("lag of the E/I cross-correlation peak", fontsize=10)
-    ax_c.axhline(items[-1].thresholds.current_imbalance_max, ls=":", c="k", lw=0.8)
-    ax_c.set_xlabel("bin width (ms)")
-    ax_c.set_ylabel("rms(E - I) / mean")
-    ax_c.set_title("distance of E/I currents from balance", fontsize=10)
-    for ax in (ax_r, ax_l, ax_c):
-        if ax.get_legend_handles_labels()[0]:
-            ax.legend(fontsize=7)
-    fig.tight_layout()
-    return _finish(fig, path, dpi)
+    return _finish(ei_scales_figure(diags, labels=labels), path, dpi,
+                   "no E/I co-fluctuation: one population and no current samples")
 
 
-def branching_png(
-    diags: DiagOrPair,
-    *,
-    labels: Optional[Sequence[str]] = None,
-    path: Optional[PathLike] = None,
-    dpi: int = 100,
-) -> bytes:
-    """MR estimator: regression slopes r_k against the lag (ms) and the fitted ``b m^k``."""
+def branching_figure(diags: DiagOrPair, *, labels: Optional[Sequence[str]] = None) -> Optional[Figure]:
+    """The MR regression plot of :func:`branching_png`; None when no state has a branching estimate."""
     items = _as_list(diags, Diagnostics)
     names = _labels(items, labels)
+    if all(d.branching is None for d in items):
+        return None
     fig = Figure(figsize=(5.4, 3.6))
     ax = fig.add_subplot(1, 1, 1)
     colours = _COLOURS if len(items) == 2 else (_COLOURS[1],) * len(items)
@@ -251,20 +318,26 @@ def branching_png(
     ax.set_title("branching ratio, multistep regression", fontsize=10)
     ax.legend(fontsize=7)
     fig.tight_layout()
-    return _finish(fig, path, dpi)
+    return fig
 
 
-def spectrum_png(
+def branching_png(
     diags: DiagOrPair,
     *,
     labels: Optional[Sequence[str]] = None,
     path: Optional[PathLike] = None,
     dpi: int = 100,
 ) -> bytes:
-    """Population-rate power spectrum (log-log) with the gamma band shaded, its aperiodic baseline dashed and
-    the peak marked."""
+    """MR estimator: regression slopes r_k against the lag (ms) and the fitted ``b m^k``."""
+    return _finish(branching_figure(diags, labels=labels), path, dpi, "no branching estimate (too few spikes)")
+
+
+def spectrum_figure(diags: DiagOrPair, *, labels: Optional[Sequence[str]] = None) -> Optional[Figure]:
+    """The population spectrum of :func:`spectrum_png`; None when no state has one."""
     items = _as_list(diags, Diagnostics)
     names = _labels(items, labels)
+    if all(d.spectrum is None for d in items):
+        return None
     fig = Figure(figsize=(5.4, 3.6))
     ax = fig.add_subplot(1, 1, 1)
     colours = _COLOURS if len(items) == 2 else (_COLOURS[1],) * len(items)
@@ -291,14 +364,26 @@ def spectrum_png(
     if ax.get_legend_handles_labels()[0]:
         ax.legend(fontsize=7)
     fig.tight_layout()
-    return _finish(fig, path, dpi)
+    return fig
 
 
-def mode_png(modes: Sequence[Optional[DampedMode]], labels: Sequence[str], *, dpi: int = 80) -> bytes:
-    """The regression slopes r_k of the dominant-mode fit and the fitted damped oscillations, one colour per state
-    (grey before, blue after, as the other plots of this module)."""
+def spectrum_png(
+    diags: DiagOrPair,
+    *,
+    labels: Optional[Sequence[str]] = None,
+    path: Optional[PathLike] = None,
+    dpi: int = 100,
+) -> bytes:
+    """Population-rate power spectrum (log-log) with the gamma band shaded, its aperiodic baseline dashed and
+    the peak marked."""
+    return _finish(spectrum_figure(diags, labels=labels), path, dpi, "no spectrum (recording too short)")
+
+
+def mode_figure(modes: Sequence[Optional[DampedMode]], labels: Sequence[str]) -> Optional[Figure]:
+    """The dominant-mode plot of :func:`mode_png`; None when no state has a mode."""
+    if all(m is None for m in modes):
+        return None
     fig = Figure(figsize=(5.4, 3.6))
-    FigureCanvasAgg(fig)
     ax = fig.add_subplot(1, 1, 1)
     colours = ("#7f7f7f", "#1f77b4") if len(modes) == 2 else ("#1f77b4",) * len(modes)
     for m, name, col in zip(modes, labels, colours):
@@ -319,9 +404,13 @@ def mode_png(modes: Sequence[Optional[DampedMode]], labels: Sequence[str], *, dp
     if ax.get_legend_handles_labels()[0]:
         ax.legend(fontsize=7)
     fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=dpi)
-    return buf.getvalue()
+    return fig
+
+
+def mode_png(modes: Sequence[Optional[DampedMode]], labels: Sequence[str], *, dpi: int = 80) -> bytes:
+    """The regression slopes r_k of the dominant-mode fit and the fitted damped oscillations, one colour per state
+    (grey before, blue after, as the other plots of this module)."""
+    return _finish(mode_figure(modes, labels), None, dpi, "no dominant mode measured")
 
 
 def all_figures(

@@ -76,7 +76,7 @@ def record_chip(
     path: Optional[Any] = None,
     max_memory_mb: float = 256.0,
     chip: Any = None,
-    progress: Optional[Callable[[str], None]] = None,
+    progress: Optional[Callable[[str, Optional[float], Optional[float]], None]] = None,
     chunk_s: float = 1.0,
 ) -> Recording:
     """Record an emulated chip of ``profile`` with mismatch ``seed`` at ``codes``.
@@ -101,8 +101,8 @@ def record_chip(
         Passed to :class:`~hw_models.recording.Recorder` (``path``: write the recording there, memory-mapped).
     chip : hw_models.chip.Chip, optional
         An already drawn chip of this profile and seed (saves drawing it again).
-    progress : callable(str), optional
-        Called with a short status text after each recorded chunk.
+    progress : callable(phase, done_s, total_s), optional
+        Called with ("settling" or "recording", model seconds done, of the phase's) at each chunk.
     chunk_s : float
         The recording runs in windows of this many model seconds (only for ``progress``: how time is cut into
         windows changes no value, docs/model.md).
@@ -152,11 +152,11 @@ def _check_times(duration_s: Any, settle_s: Any) -> None:
 
 
 def _run(device: Any, gate: _Gate, dt: float, settle_steps: int, total: int, chunk: int,
-         progress: Optional[Callable[[str], None]]) -> None:
+         progress: Optional[Callable[[str, Optional[float], Optional[float]], None]]) -> None:
     """The settle with the recorder closed, then ``total`` recorded steps in chunks (for ``progress``)."""
     if settle_steps:
         if progress is not None:
-            progress(f"settling {settle_steps * dt / 1e3:g} s")
+            progress("settling", 0.0, settle_steps * dt / 1e3)
         device.run_true(settle_steps * dt)
     gate.open = True
     done = 0
@@ -165,7 +165,7 @@ def _run(device: Any, gate: _Gate, dt: float, settle_steps: int, total: int, chu
         device.run_true(k * dt)
         done += k
         if progress is not None:
-            progress(f"recording {done * dt / 1e3:.1f}/{total * dt / 1e3:.1f} s")
+            progress("recording", done * dt / 1e3, total * dt / 1e3)
 
 
 def diagnose_codes(

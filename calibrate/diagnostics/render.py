@@ -15,7 +15,7 @@ from .flags import FLAG_MEANING, FlagThresholds
 from .headlines import headline
 from .recording import Pair
 
-__all__ = ["FIGURE_NAMES", "diagnostics_section", "standalone_page"]
+__all__ = ["FIGURE_NAMES", "PAGE_STYLE", "diagnostics_section", "standalone_page"]
 
 #: Keys of the figures dict of :func:`diagnostics_section` (and ``"mode"`` when measured).
 FIGURE_NAMES: Tuple[str, ...] = ("raster", "isi_cv", "ei_scales", "branching", "spectrum")
@@ -119,6 +119,8 @@ def diagnostics_section(
     dpi: int = 80,
     labels: Optional[Tuple[str, str]] = None,
     heading_level: int = 3,
+    figure_dir: Optional[Any] = None,
+    figure_href: str = "",
 ) -> Tuple[str, Dict[str, bytes]]:
     """An HTML fragment with the diagnostics of one chip state, or of a before/after pair.
 
@@ -128,37 +130,61 @@ def diagnostics_section(
         The chip before calibration (None: one column only).
     after : (Diagnostics, Recording)
     dpi : int
-        Resolution of the embedded PNGs.
+        Resolution of the PNGs.
     labels : (str, str), optional
         Column names; default the diagnoses' ``label`` or "before" / "after" ("chip" for a single state).
     heading_level : int
         HTML heading level of the fragment's sub-headings.
+    figure_dir : path, optional
+        Write every figure there as ``diag_<name>.png`` and ``diag_<name>.svg``, and have the fragment reference
+        them as ``<figure_href>diag_<name>.png`` (a page beside the folder: ``figure_href="report/"``). Without it
+        the PNGs are embedded as data URIs (a self-contained fragment).
+    figure_href : str
+        The prefix of the figures' addresses in the fragment (with ``figure_dir``).
 
     Returns
     -------
     html : str
         A ``<div class='eical-diagnostics'>`` with: the verdict, a table of every figure (one column per chip
-        state, and the rule that flags it), the flags with their meaning, the notes, and the five figures
-        (``FIGURE_NAMES``) as ``<img src='data:image/png;base64,...'>``, before and after on the same axes
+        state, and the rule that flags it), the flags with their meaning, the notes, and the figures
+        (``FIGURE_NAMES`` that have data: a chip with one population has no E/I rate co-fluctuation, and its
+        co-fluctuation figure shows the current panel alone or is left out), before and after on the same axes
         (the raster: side by side), then the dominant-mode plot.
     figures : dict of str to bytes
-        The same PNGs, by name: ``FIGURE_NAMES`` always, and ``"mode"`` (:func:`mode_png`, the dominant mode
-        measured by :func:`~calibrate.diagnostics.diagnose`) when the recordings are long enough for it.
+        The PNGs drawn, by name: among ``FIGURE_NAMES``, and ``"mode"`` (the dominant mode measured by
+        :func:`~calibrate.diagnostics.diagnose`) when the recordings are long enough for it.
     """
     d_a, r_a = after
     d_b, r_b = before if before is not None else (None, None)
     if labels is None:
         labels = (d_b.label or "before", d_a.label or "after") if d_b is not None else ("", d_a.label or "chip")
     states: List[State] = ([(labels[0], d_b, r_b)] if d_b is not None else []) + [(labels[1], d_a, r_a)]
-    figs = _figures(states, dpi)
+    drawn = _figures(states)
+    figs: Dict[str, bytes] = {}
+    srcs: Dict[str, str] = {}
+    for name, fig in drawn.items():
+        if figure_dir is not None:
+            figs[name] = plots.save_figure(fig, figure_dir, f"diag_{name}", dpi=dpi)
+            srcs[name] = f"{figure_href}diag_{name}.png"
+        else:
+            figs[name] = plots._png_bytes(fig, dpi)
+            srcs[name] = _png_uri(figs[name])
     heads = [headline(d, r).to_dict() for _, d, r in states]
     hn = f"h{int(heading_level)}"
     parts = ["<div class='eical-diagnostics'>", _verdict(states, heads), _table(states, heads)]
     parts += _flags_and_notes(states, hn)
+    parts.append("<div class='eical-figures'>")
     for name in FIGURE_NAMES + ("mode",):
         if name in figs:
-            parts.append(f"<{hn}>{html.escape(_FIGURE_TITLES[name])}</{hn}><img class='eical-diag-{name}' "
-                         f"src='{_png_uri(figs[name])}' alt='{html.escape(name)}'>")
+            title = html.escape(_FIGURE_TITLES[name])
+            links = ""
+            if figure_dir is not None:
+                base = html.escape(f"{figure_href}diag_{name}")
+                links = f" <span class='eical-files'>(<a href='{base}.png'>PNG</a>, <a href='{base}.svg'>SVG</a>)</span>"
+            wide = " class='wide'" if drawn[name].get_size_inches()[0] > 7 else ""
+            parts.append(f"<figure{wide}><img class='eical-diag-{name}' src='{html.escape(srcs[name])}' "
+                         f"alt='{title}'><figcaption>{title}{links}</figcaption></figure>")
+    parts.append("</div>")
     parts.append("</div>")
     return "\n".join(parts), figs
 
@@ -166,22 +192,20 @@ def diagnostics_section(
 State = Tuple[str, Any, Any]  # (label, Diagnostics, Recording)
 
 
-def _figures(states: List[State], dpi: int) -> Dict[str, bytes]:
-    """The PNGs: one chip state alone, or two overlaid (the raster: side by side)."""
+def _figures(states: List[State]) -> Dict[str, Any]:
+    """The figures with data, by name: one chip state alone, or two overlaid (the raster: side by side)."""
     names = [lab for lab, _, _ in states]
     diags: Any = [d for _, d, _ in states] if len(states) > 1 else states[0][1]
     recs: Any = [r for _, _, r in states] if len(states) > 1 else states[0][2]
     figs = {
-        "raster": plots.raster_png(recs, labels=names, dpi=dpi),
-        "isi_cv": plots.isi_cv_histogram_png(diags, labels=names, dpi=dpi),
-        "ei_scales": plots.ei_scales_png(diags, labels=names, dpi=dpi),
-        "branching": plots.branching_png(diags, labels=names, dpi=dpi),
-        "spectrum": plots.spectrum_png(diags, labels=names, dpi=dpi),
+        "raster": plots.raster_figure(recs, labels=names),
+        "isi_cv": plots.isi_cv_figure(diags, labels=names),
+        "ei_scales": plots.ei_scales_figure(diags, labels=names),
+        "branching": plots.branching_figure(diags, labels=names),
+        "spectrum": plots.spectrum_figure(diags, labels=names),
+        "mode": plots.mode_figure([d.mode for _, d, _ in states], names),
     }
-    modes = [d.mode for _, d, _ in states]
-    if any(m is not None for m in modes):
-        figs["mode"] = plots.mode_png(modes, names, dpi=dpi)
-    return figs
+    return {k: v for k, v in figs.items() if v is not None}
 
 
 def _verdict(states: List[State], heads: List[Dict[str, Any]]) -> str:
@@ -202,7 +226,7 @@ def _table(states: List[State], heads: List[Dict[str, Any]]) -> str:
     """Every figure, one column per chip state, and the rule that flags it."""
     esc = html.escape
     d_a = states[-1][1]
-    parts = ["<table class='eical-diag-figures'><tr><th>figure</th>"
+    parts = ["<div class='eical-scroll'><table class='eical-diag-figures'><tr><th>figure</th>"
              + "".join(f"<th>{esc(lab)}</th>" for lab, _, _ in states) + "<th>rule</th></tr>"]
     two_pops = any(h.get("ei_rate_rho_median") is not None for h in heads)
     for key, label, fmt, rule in _rows(d_a.thresholds, d_a.fano_windows_ms, d_a.count_corr_windows_ms):
@@ -215,7 +239,7 @@ def _table(states: List[State], heads: List[Dict[str, Any]]) -> str:
         f"<td><b>{esc(', '.join(h['flags']) or 'none')}</b></td>" for h in heads) + "<td></td></tr>")
     healthy_cells = "".join(f"<td><b>{'yes' if h['healthy'] else 'no'}</b></td>" for h in heads)
     parts.append(f"<tr><td><b>healthy</b></td>{healthy_cells}<td>no flag but advisory ones</td></tr>")
-    parts.append("</table>")
+    parts.append("</table></div>")
     return "\n".join(parts)
 
 
@@ -240,15 +264,29 @@ def _flags_and_notes(states: List[State], hn: str) -> List[str]:
     return parts
 
 
-_PAGE_STYLE = (
-    "body{font-family:sans-serif;max-width:1200px;margin:2em auto;color:#222}"
-    "table{border-collapse:collapse;margin:0.5em 0}td,th{border:1px solid #ccc;padding:3px 8px;text-align:left}"
-    "h2{border-bottom:1px solid #ddd}img{max-width:100%}"
+#: The style of every eical page (the calibration report, the diagnose page): readable from a phone-sized window
+#: up; figures shrink to the column (max-width 100 %), wide tables scroll inside their box, long words wrap, and
+#: figures flow in a grid (one column in a narrow window, two from about 1100 px; wide figures span the row).
+PAGE_STYLE = (
+    "*{box-sizing:border-box}"
+    "body{font-family:system-ui,-apple-system,'Segoe UI',sans-serif;max-width:1300px;margin:0 auto;padding:1em;"
+    "color:#222;line-height:1.4}"
+    "h1{font-size:1.5em;margin:0.2em 0}h2{border-bottom:1px solid #ddd;margin-top:1.5em}"
+    "p,li,figcaption,h1,h2,h3{overflow-wrap:anywhere}td{overflow-wrap:break-word}"
+    ".eical-scroll{overflow-x:auto;max-width:100%}"
+    "table{border-collapse:collapse;margin:0.5em 0}td,th{border:1px solid #ccc;padding:3px 8px;text-align:left;"
+    "vertical-align:top}"
+    "img{max-width:100%;height:auto;display:block}"
+    "figure{margin:0;min-width:0}figcaption{font-size:0.9em;color:#444;margin-top:0.3em}"
+    ".eical-figures{display:grid;grid-template-columns:repeat(auto-fill,minmax(min(100%,520px),1fr));gap:1.2em;"
+    "align-items:start}"
+    ".eical-figures .wide{grid-column:1/-1}"
+    "pre{overflow-x:auto;max-width:100%;background:#f7f7f7;padding:0.5em}"
 )
 
 
 def standalone_page(title: str, intro_html: str, section_html: str) -> str:
     """A complete HTML page around a :func:`diagnostics_section` fragment (``intro_html`` is inserted as is)."""
     return (f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
-            f"<style>{_PAGE_STYLE}</style></head><body><h1>{html.escape(title)}</h1>\n{intro_html}\n"
+            f"<meta name='viewport' content='width=device-width, initial-scale=1'><style>{PAGE_STYLE}</style></head><body><h1>{html.escape(title)}</h1>\n{intro_html}\n"
             f"{section_html}\n</body></html>\n")

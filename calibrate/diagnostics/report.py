@@ -7,7 +7,8 @@ report section and writes, into a calibration's output directory:
 - ``diagnostics.json``: ``{"run": ..., "before": ..., "after": ...}``, each state ``Diagnostics.to_dict()`` plus its
   ``"headline"``, and ``"run"`` (durations, input stream, costs);
 - ``diagnostics_section.html``: the fragment of :func:`~calibrate.diagnostics.render.diagnostics_section`, which
-  :func:`saved_section` reads back so that ``eical report DIR`` re-renders it.
+  :func:`saved_section` reads back so that ``eical report DIR`` re-renders it;
+- ``report/diag_<name>.png`` and ``.svg``: its figures, which the fragment (and so ``report.html``) shows.
 """
 from __future__ import annotations
 
@@ -26,13 +27,15 @@ from .recording import (DEFAULT_REPORT_DURATION_S, DEFAULT_SETTLE_S, DIAGNOSTICS
                         diagnose_codes)
 from .render import diagnostics_section
 
-__all__ = ["SECTION_TITLE", "SECTION_FILE", "JSON_FILE", "CalibrationDiagnostics", "diagnose_calibration",
+__all__ = ["SECTION_TITLE", "SECTION_FILE", "JSON_FILE", "FIGURE_DIR", "CalibrationDiagnostics", "diagnose_calibration",
            "saved_section"]
 
 SECTION_TITLE = "Balance diagnostics (emulated chip, independent recording)"
 #: Files :meth:`CalibrationDiagnostics.write` writes into a calibration output directory.
 SECTION_FILE = "diagnostics_section.html"
 JSON_FILE = "diagnostics.json"
+#: The folder beside ``report.html`` that holds every figure of the report (calibrate.report.FIGURE_DIR).
+FIGURE_DIR = "report"
 
 
 @dataclass
@@ -48,12 +51,14 @@ class CalibrationDiagnostics:
                 "before": dict(self.before[0].to_dict(), headline=headline(*self.before).to_dict()),
                 "after": dict(self.after[0].to_dict(), headline=headline(*self.after).to_dict())}
 
-    def write(self, out_dir: Any, *, dpi: int = 80) -> Tuple[str, str]:
-        """Render the section, write both files; (title, html) for ``write_report(extra_sections=[...])``."""
-        t0 = time.perf_counter()
-        body, _ = diagnostics_section(self.before, self.after, dpi=dpi)
-        self.run["wall_s"]["figures"] = time.perf_counter() - t0
+    def write(self, out_dir: Any, *, dpi: int = 100) -> Tuple[str, str]:
+        """Render the section, write both files and the figures (PNG and SVG under ``report/``); (title, html) for
+        ``write_report(extra_sections=[...])``."""
         out = Path(out_dir)
+        t0 = time.perf_counter()
+        body, _ = diagnostics_section(self.before, self.after, dpi=dpi, figure_dir=out / FIGURE_DIR,
+                                      figure_href=f"{FIGURE_DIR}/")
+        self.run["wall_s"]["figures"] = time.perf_counter() - t0
         (out / JSON_FILE).write_text(json.dumps(self.to_dict(), indent=1, default=json_default) + "\n")
         (out / SECTION_FILE).write_text(body + "\n")
         return SECTION_TITLE, body

@@ -84,12 +84,13 @@ class DiagnoseResult:
 
 def run_diagnose(profile: Any, seed: int, *, table: Optional[Any] = None, duration_s: float = DEFAULT_DURATION_S,
                  backend: str = "numpy", out: Optional[Any] = None, save_recording: bool = False,
-                 progress: Optional[Callable[[str], None]] = None) -> DiagnoseResult:
+                 progress: Optional[Callable[[str, Optional[float], Optional[float]], None]] = None) -> DiagnoseResult:
     """Record and diagnose chip ``(profile, seed)`` at nominal codes or at ``table`` (a loaded ``GainTable``).
 
     The table is checked against the chip (``check_identity``: raises ``IdentityMismatch``; ``check_knobs``:
     ``TableError``) before anything runs or is written. With ``out`` the files of the module docstring are written
-    there. ``progress`` is called with short status texts."""
+    there. ``progress`` is called with (phase, model seconds done, model seconds in the phase) at each chunk of the
+    recording, and with (phase, None, None) when the diagnosing and plotting begin."""
     from hw_models.emulator import NumpyDevice
     from hw_models.profile import load_profile
 
@@ -104,7 +105,7 @@ def run_diagnose(profile: Any, seed: int, *, table: Optional[Any] = None, durati
     rec = record_chip(prof, seed, codes, duration_s, backend=backend, chip=host.chip, progress=progress)
     t1 = time.perf_counter()
     if progress is not None:
-        progress("diagnosing")
+        progress("diagnosing", None, None)
     d = diagnose(rec, label="table" if table is not None else "nominal codes")
     t2 = time.perf_counter()
     result = DiagnoseResult(identity=host.identity, backend=rec.meta.get("backend", backend),
@@ -112,6 +113,6 @@ def run_diagnose(profile: Any, seed: int, *, table: Optional[Any] = None, durati
                             headline=headline(d, rec), recording=rec, wall_s={"record": t1 - t0, "diagnose": t2 - t1})
     if out is not None:
         if progress is not None:
-            progress("plotting")
+            progress("plotting", None, None)
         result.write(out, save_recording=save_recording)
     return result

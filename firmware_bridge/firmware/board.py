@@ -15,8 +15,8 @@
 #         so in a comment.
 # Rule 3 (safety): everything that touches the NVM goes through nvm.Store, whose rules make every interruption
 #         end in the complete old table or the complete new one.
-# Rule 4 (RAM vs NVM): SET_CODES changes the codes in RAM only. At boot and at COMMIT the RAM codes become the
-#         active table's codes (the profile's reference code everywhere on an empty board).
+# Rule 4 (RAM vs NVM): SET_CODES changes the codes in RAM only. At boot, at COMMIT and at ROLLBACK the RAM codes
+#         become the active table's codes (the profile's reference code everywhere on an empty board).
 #
 # States: IDLE (no flash session), OPEN (BEGIN done, data may be written), VERIFIED (the written payload's CRC
 # and format checked out; COMMIT allowed). A reset loses the session: the board boots IDLE.
@@ -29,7 +29,7 @@ from . import messages as M
 from . import nvm
 from . import wire as W
 
-FW_VERSION = (0, 1, 0)
+FW_VERSION = (0, 2, 0)  # 0.2: ROLLBACK
 
 IDLE = 0
 OPEN = 1
@@ -69,6 +69,8 @@ TRANSITIONS = {
     # cache entry is gone (the host sent something in between). Anything else is E_STATE.
     (IDLE, W.T_FLASH_COMMIT): IDLE,
 }
+# ROLLBACK only outside a flash session: an open session is writing the very bank a rollback would activate.
+TRANSITIONS[(IDLE, W.T_ROLLBACK)] = IDLE
 
 
 class Board:
@@ -145,6 +147,7 @@ class Board:
             W.T_READ_TABLE: self.on_read_table,
             W.T_RESET: self.on_reset,
         }
+        self.handlers[W.T_ROLLBACK] = self.on_rollback
 
     # -- bytes in, bytes out --
 
@@ -388,6 +391,46 @@ class Board:
     def on_reset(self, payload):
         self.reset_requested = True
         return W.OK, b""
+
+    def on_rollback(self, payload):
+        """ROLLBACK: query (mode 0) or activate (mode 1) the previous table in the other bank (nvm Rule 4).
+
+        E_RANGE: no table, or no valid previous table to go back to. E_STATE (mode 1): the active table is not
+        the one the host names (it changed since the host looked). E_NVM: the flash failed, or the write did not
+        take (the board still runs its table, or the previous one: the reply's HELLO says which)."""
+        mode, gen, crc = M.unpack_rollback(payload)
+        if mode > M.ROLLBACK_DO:
+            return W.E_RANGE, b""
+        a = self.store.active
+        if a is None:
+            return W.E_RANGE, b""
+        if mode == M.ROLLBACK_DO and (a["gen"] != gen or a["crc"] != crc):
+            return W.E_STATE, b""
+        t = self.store.rollback_target()
+        if t is None:
+            return W.E_RANGE, b""
+        if mode == M.ROLLBACK_QUERY:
+            return W.OK, M.pack_rollback_reply(t["bank"], t["gen"], t["crc"], t["length"])
+        try:
+            now = self.store.revoke_active()
+        except OSError:
+            now = self.store.active  # rescanned: what the NVM holds, whatever the flash reported
+        # Done when the previous table is what the NVM now activates (a write the flash reported failed may still
+        # have broken the header's magic: the rollback happened); anything else is E_NVM.
+        status = W.OK if now is not None and now["bank"] == t["bank"] and now["gen"] == t["gen"] else W.E_NVM
+        # RAM follows the NVM whatever happened (Rule 4 above): the codes of the table active now.
+        if now is not None:
+            self.codes = [list(c) for c in now["codes"]]
+        else:
+            self.codes = [[k["code_ref"]] * k["n_groups"] for k in self.knobs]
+        self._dirty = True
+        try:
+            self.push_codes()
+        except Exception:
+            return (W.E_CHIP if status == W.OK else status), b""
+        if status != W.OK:
+            return status, b""
+        return W.OK, M.pack_rollback_reply(now["bank"], now["gen"], now["crc"], now["length"])
 
 
 def to_fa(p):

@@ -297,3 +297,33 @@ def unpack_table_chunk(payload):
     r = Reader(payload)
     bank, gen, crc, total = r.take("<BIII")
     return bank, gen, crc, total, r.rest()
+
+
+# ROLLBACK: mode u8 (0 query, 1 roll back), generation u32, crc u32 (of the active table the host means to leave;
+#   checked by mode 1 only). Reply: bank u8, generation u32, crc u32, length u32 of the table a rollback activates
+#   (query) or activated (roll back).
+
+ROLLBACK_QUERY = 0
+ROLLBACK_DO = 1
+
+
+def pack_rollback(mode, gen=0, crc=0):
+    return struct.pack("<BII", mode, gen, crc)
+
+
+def unpack_rollback(payload):
+    r = Reader(payload)
+    out = r.take("<BII")
+    r.end()
+    return out
+
+
+def pack_rollback_reply(bank, gen, crc, length):
+    return struct.pack("<BIII", bank, gen, crc, length)
+
+
+def unpack_rollback_reply(payload):
+    r = Reader(payload)
+    out = r.take("<BIII")
+    r.end()
+    return out

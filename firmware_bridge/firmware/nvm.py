@@ -17,6 +17,10 @@
 #         so they may wrap.
 # Rule 3: a new generation must be exactly the active generation + 1 (1 on an empty board): a host that lost
 #         track cannot roll the board back to an older table by accident.
+# Rule 4: a rollback (on purpose: ROLLBACK) revokes the active bank's header by clearing its magic (one program of
+#         4 zero bytes, no erase): the header is no longer valid, so the other bank's table, when valid, wins at
+#         boot. A torn clear leaves the magic either intact (the table stays active) or broken (the rollback
+#         happened): never a mix. The next flash goes to the revoked bank with the generation it had.
 #
 # The boot log counts boots in unary: each boot clears one more bit of its sector; when the sector is all zero it
 # is erased and the count starts over. It is a hint for the host (a changed count reveals a reset), never a
@@ -414,3 +418,27 @@ class Store:
             return None
         self.active = cand
         return cand
+
+    # -- rollback (Rule 4) --
+
+    def rollback_target(self):
+        """The other bank's table as an active-dict when a rollback can activate it, else None."""
+        a = self.active
+        if a is None:
+            return None
+        cand = self.check_bank(1 - a["bank"])
+        if cand is None or not newer(a["gen"], cand["gen"]):
+            return None
+        return cand
+
+    def revoke_active(self):
+        """Clear the active header's magic (Rule 4), then scan again; returns the new active dict (or None).
+
+        The scan runs whatever the program did (an OSError from the flash still propagates after it), so that
+        ``active`` always says what the NVM holds now."""
+        bank = self.active["bank"]
+        try:
+            self.flash.program(self.base(bank), b"\x00" * len(MAGIC))
+        finally:
+            self.scan()
+        return self.active

@@ -52,6 +52,10 @@ TYPE_NAMES = {
     T_NAK: "NAK",
 }
 
+# ROLLBACK (docs/protocol.md section 3 and "Rollback"): make the previous table in the other bank the active one.
+T_ROLLBACK = 0x15
+TYPE_NAMES[T_ROLLBACK] = "ROLLBACK"
+
 # Status codes, one byte in every reply. The one table from code to name and meaning (docs/protocol.md lists it;
 # tests check the two agree).
 OK = 0
