@@ -246,7 +246,7 @@ def judging_replay(profile, seed: int, codes: Mapping[str, np.ndarray], *, repla
                    replicas: Optional[int] = None) -> JudgedReplay:
     """``true_figures(profile, seed, codes, replay_s=..., target_rate_hz=...)`` exactly as ``eical calibrate
     --evaluate`` calls it (fresh chip, input stream 1), plus the uncertainty of each figure, from the same replay."""
-    from calibrate.metrics import figures_from_record
+    from calibrate.truth import figures_from_record
     from hw_models.profile import load_profile
 
     t0, c0 = time.perf_counter(), time.process_time()

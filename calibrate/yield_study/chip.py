@@ -144,8 +144,9 @@ def _criteria(prefix: str, crits) -> dict[str, Any]:
     for c in crits:
         base = f"{prefix}{c.name}."
         out.update({base + "figure": c.figure, base + "value": c.value, base + "limit": c.limit,
-                    base + "se": c.se, base + "met": bool(c.met), base + "applies": bool(c.applies)})
-    out[f"{prefix}passed"] = all(c.met for c in crits)
+                    base + "se": c.se, base + "met": c.verdict_met, base + "applies": bool(c.applies)})
+    # the verdict's rule (calibrate.verdict): a chip passes here exactly when eical calibrate's verdict is met
+    out[f"{prefix}passed"] = all(c.verdict_met for c in crits)
     return out
 
 

@@ -322,17 +322,11 @@ def _run_tasks(client, todo: list[ChipTask], writer: _Writer, study_id: str, pro
                 time.sleep(0.25)
             for f in batch:
                 if f.status not in ("finished", "error", "cancelled"):
-                    # a worker died holding it ("lost" or back to "pending"): the scheduler recomputes it, so it
-                    # is not done; wait for it again rather than count it as not run
+                    # a worker died holding it, or after it finished ("lost", back to "pending"): the scheduler
+                    # recomputes it, so wait for it again (it once came back as "not run: NoneType: None")
                     ac.add(f)
                     continue
                 task = futures.pop(f.key)[1]
-                if f.status not in ("finished", "error", "cancelled"):
-                    # reported done, then its result was lost with its worker ("lost", "pending"): Dask runs it
-                    # again, so wait for that (a killed worker's chip came back as "not run: NoneType: None")
-                    futures[f.key] = (f, task)
-                    ac.add(f)
-                    continue
                 if f.status == "finished":
                     writer.add(f.result())
                 else:
