@@ -48,6 +48,14 @@ class Criterion:
     def met(self) -> bool:
         return (not self.applies) or (math.isfinite(self.value) and self.value <= self.limit)
 
+    @property
+    def verdict_met(self) -> bool:
+        """Met, and measured well enough to tell: a figure whose own uncertainty is unknown or over the limit itself
+        is not met (the verdict's rule, docs/verdicts.md; a yield study counts a chip passed by the same rule)."""
+        if not self.applies:
+            return True
+        return self.met and math.isfinite(self.se) and self.se <= self.limit
+
 
 def _get(fig, key: str) -> Optional[float]:
     v = fig.get(key) if isinstance(fig, Mapping) else getattr(fig, key, None)

@@ -85,6 +85,8 @@ class OracleResult:
     search_model_ms: float
     unreachable: int
     wall_s: float
+    cpu_s: float = float("nan")  # CPU time of steps 1-3 (this process)
+    search_cpu_s: float = float("nan")  # of step 1, the search on copies of the chip
 
 
 def _groups(knobs: Mapping[str, KnobSpec]) -> tuple[np.ndarray, int]:
@@ -94,18 +96,12 @@ def _groups(knobs: Mapping[str, KnobSpec]) -> tuple[np.ndarray, int]:
 
 def _unit_means(chip, engine) -> tuple[np.ndarray, np.ndarray]:
     """Per neuron: long-run |excitatory| and |inhibitory| parts of the balance proxy at unit DAC gain (pA)."""
+    from .replay import expected_parts
+
     # the engine's own constants (jumps, decays, driving forces), not re-derived formulas
     engine.set_gains(chip.params["eps_e"], chip.params["eps_i"])  # effective gain = DAC gain 1 x eps
-    xe = engine.pool_e.p * np.asarray(chip.in_e.sum(axis=1)).ravel() * engine.jump_e  # E[x_e] per step
-    xi = engine.pool_i.p * np.asarray(chip.in_i.sum(axis=1)).ravel() * engine.jump_i
-    c = engine.consts
-    if chip.model == "cond_lif":
-        a = xe / (1 - c.de) * abs(engine._pe)
-        b = xi / (1 - c.di) * abs(engine._pi)
-    else:
-        a = xe / (1 - c.da)
-        b = xi / (1 - c.dg)
-    return a, b
+    mu_e, mu_i = expected_parts(engine)
+    return np.abs(mu_e), np.abs(mu_i)
 
 
 def balance_ratio(chip) -> np.ndarray:
@@ -287,7 +283,7 @@ def oracle_calibrate(profile, seed: int, *, budget_s: float = 90.0, target_rate_
     ``NumpyDevice`` to spend the budget on (default: a fresh one on input stream 0)."""
     from hw_models.emulator import NumpyDevice
 
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     dev = device if device is not None else NumpyDevice(profile, seed)
     chip, prof = dev.chip, dev.profile
     if chip.rec is not None:
@@ -303,6 +299,7 @@ def oracle_calibrate(profile, seed: int, *, budget_s: float = 90.0, target_rate_
     lo, hi = _scale_limits(knobs, ln_r)
 
     found = _search_start(chip, knobs, ln_r, ln_tgt, lo, hi)
+    search_cpu_s = time.process_time() - c0
     beta, gamma, ln_s_start = found.beta, found.gamma, found.ln_s
     start = _choose_codes(knobs, ln_s_start, ln_r,
                           lambda ls, lr: beta[:, None, None] * (ls - ln_s_start[:, None, None])
@@ -324,4 +321,5 @@ def oracle_calibrate(profile, seed: int, *, budget_s: float = 90.0, target_rate_
                           + gamma * (lr - lr0[:, None, None]))
     return OracleResult(codes=final, start_codes=start, ratio=np.exp(ln_r), beta=beta, gamma=gamma,
                         measured_rate_hz=rate, model_ms=spent_ms, search_model_ms=float(found.model_ms),
-                        unreachable=int(unreachable.sum()), wall_s=time.perf_counter() - t0)
+                        unreachable=int(unreachable.sum()), wall_s=time.perf_counter() - t0,
+                        cpu_s=time.process_time() - c0, search_cpu_s=search_cpu_s)

@@ -192,6 +192,10 @@ def calibrate(device: Device, controller: Controller, *, targets: Targets = Targ
             record.finish()
         if verify_ms > 0:
             _verify(device, controller, run, verify_ms, stop)
+        else:
+            # the device is left at the final codes, not at its last window's: a test or a user reading the chip
+            # after calibrate() sees the calibration (tests/test_cal_controllers.py judged the last window's codes)
+            device.set_codes(controller.codes)
     except (KeyboardInterrupt, DeviceError) as e:
         if isinstance(e, KeyboardInterrupt):
             reason = f"interrupted ({e.args[0] if e.args else 'Ctrl-C'})"

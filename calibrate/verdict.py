@@ -95,7 +95,7 @@ def _criteria(judged: list, source: str) -> list[dict]:
         u = _num(c.se)
         # judged by value <= limit (calibrate.criteria.judge); a figure measured too poorly to tell (its own
         # uncertainty unknown or over the limit itself) is not met either
-        met = bool(c.met) and u is not None and u <= c.limit
+        met = c.verdict_met
         out.append({"name": c.name, "value": _num(c.value), "limit": float(c.limit), "met": met, "source": source,
                     "uncertainty": u})
     return out

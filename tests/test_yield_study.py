@@ -215,6 +215,10 @@ def test_three_chips_equal_eical_calibrate(tmp_path):
         assert (r["calibrated"], r["unreachable"], r["dead"]) == (n["calibrated"], n["unreachable"], n["dead"])
         assert (r["iterations"], r["model_time_s"], r["stopped"]) == (summ["iterations"], summ["model_time_s"],
                                                                       summ["stopped"])
+        # judged alike: the study's pass is the verdict's, criterion by criterion (calibrate.verdict's rule)
+        assert r["passed"] == summ["verdict"]["met"]
+        for c in summ["verdict"]["criteria"]:
+            assert r[c["name"] + ".met"] == c["met"] and r[c["name"] + ".value"] == c["value"], c
 
 
 @pytest.mark.slow

@@ -274,7 +274,9 @@ class DualLoop(Controller):
     # -- what the run loop asks ------------------------------------------------------------------------------------
     def status(self) -> Status:
         dead = self.dead.copy()
-        unreach_g = self.state.unreachable_rate | self.state.unreachable_ratio
+        # a group still off target by more than its noise allows when the loop stopped is not calibrated either: it
+        # is counted with the unreachable ones (it did not reach its target within the budget)
+        unreach_g = self.state.unreachable_rate | self.state.unreachable_ratio | self.state.off_target
         unreach = unreach_g[self.group_of] & ~dead
         return Status(calibrated=~dead & ~unreach, unreachable=unreach, dead=dead)
 

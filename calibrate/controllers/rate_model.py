@@ -47,14 +47,17 @@ class RateModel:
     ----------
     beta0, gamma0: slopes until the data identify them. beta_sd: prior spread of the groups' own slopes.
     near: half-width (in ln rate) of the band around target within which a window informs the estimate fully.
+    near_latest: calibration: half-width (in predicted ln rate) of the band around a group's latest state within
+    which a window informs its intercept.
     halflife_ms: tracking: old windows lose weight with this half-life (None: none forgotten).
     prior_rate_se: warm start: the relative standard error of the start codes' rates (a pseudo-window at target).
     """
 
     def __init__(self, *, beta0: float, gamma0: float, beta_sd: float, near: float, halflife_ms: Optional[float],
-                 prior_rate_se: Optional[float], start_ln_s: np.ndarray, start_ln_r: np.ndarray):
+                 prior_rate_se: Optional[float], start_ln_s: np.ndarray, start_ln_r: np.ndarray,
+                 near_latest: float = 0.2):
         self.beta, self.gamma = beta0, gamma0
-        self.beta_sd, self.near = beta_sd, near
+        self.beta_sd, self.near, self.near_latest = beta_sd, near, near_latest
         self.halflife_ms, self.prior_rate_se = halflife_ms, prior_rate_se
         self.start_ln_s, self.start_ln_r = start_ln_s.copy(), start_ln_r.copy()
         self.beta_g = np.full(start_ln_s.shape, beta0)
@@ -81,6 +84,9 @@ class RateModel:
         T = np.array([w.window_ms for w in self.windows])[:, None] * 1e-3
         usable = Nl > 0
         y = np.log((C + 0.5) / np.maximum(Nl, 1) / T)
+        P = 0.0 if self.prior_rate_se is None else fano / max(self.prior_rate_se, 1e-6) ** 2
+        if self.halflife_ms is None:
+            return self._fit_calibration(lt, lnS, lnR, C, Nl, T, usable, y, fano, P)
         # information weight: spike count (var of ln rate ~ 1/count), times closeness to target, times age
         close = np.exp(-((y - lt) / self.near) ** 2)
         age = self.age_weights(np.array([w.end_ms for w in self.windows]), now_ms)[:, None]
@@ -91,13 +97,7 @@ class RateModel:
         has = wsum > 0
         self.beta_g = self._group_slopes(y, lnS, lnR, W, wsum, has, fano)
         resid = y - self.beta_g * lnS - self.gamma * lnR
-        # the warm start's pseudo-window: at the start state, exactly at target, with F / se^2 counts
-        P = 0.0 if self.prior_rate_se is None else fano / max(self.prior_rate_se, 1e-6) ** 2
         resid0 = lt - self.beta_g * self.start_ln_s - self.gamma * self.start_ln_r
-        if self.halflife_ms is None:
-            self.alpha = np.where(has | (P > 0), ((W * resid).sum(axis=0) + P * resid0) / np.maximum(wsum + P, 1e-12),
-                                  np.nan)
-            return RateFit(self.alpha, self.beta_g, has | (P > 0), wsum + P)
         live_now = Nl[-1] > 0
         c0 = float(resid0[live_now].mean()) if live_now.any() else 0.0
         # tracking: drift (temperature) moves every neuron alike, so split alpha into a population part that follows
@@ -116,6 +116,60 @@ class RateModel:
         # its memory, and a slope from a few windows is mostly their noise
         self.alpha = self._population_trend(c_k, age[:, 0] ** 0.25 * w_k, T[:, 0], now_ms, next_ms) + dev
         return RateFit(self.alpha, self.beta_g, has | (P > 0), w0sum + P)
+
+    def closeness(self, lt, lnS, lnR, alpha) -> np.ndarray:
+        """[windows, groups] how near each window's state is to the group's target state, in the rate the model
+        predicts there: ``exp(-((alpha + beta_g ln s + gamma ln r - ln target) / near)^2)``: the windows the slopes
+        are fitted on. The power law is local, so windows far from target inform the fit less. The distance is the
+        model's prediction, not the window's observed rate: weighing by the observed rate selects windows whose noise
+        happened to bring them near target, which flattens the fitted slope (selection on the response): devboard's
+        slope came out 2.0 against 2.5, and a neuron whose slope was steeper than its fit oscillated about its target
+        (docs/controller.md, "The rate model's estimates")."""
+        pred = alpha + self.beta_g * lnS + self.gamma * lnR
+        return np.exp(-((pred - lt) / self.near) ** 2)
+
+    def nearness_to_latest(self, lnS, lnR) -> np.ndarray:
+        """[windows, groups] how near each window's state is to the group's latest one, in the rate the model
+        predicts between them: ``exp(-((beta_g d ln s + gamma d ln r) / near)^2)``: the windows the intercept is
+        estimated from. Only windows taken where the group now is say what its rate is there; windows from before
+        the ratio settled (on bss2 ``gamma`` is about 8 and a ratio moves by up to 1 in ``ln r`` during the first
+        windows) are elsewhere, and any slope error carries them to the wrong rate. Centred on the target instead, a
+        neuron far below its target everywhere kept the one early window that happened to count a target's worth of
+        spikes (devboard seed 10)."""
+        d = self.beta_g * (lnS - lnS[-1]) + self.gamma * (lnR - lnR[-1])
+        return np.exp(-(d / self.near_latest) ** 2)
+
+    def _poisson_alpha(self, k, C, Nl, T, lnS, lnR, P: float, resid0) -> np.ndarray:
+        """Each group's intercept as the Poisson estimate ``ln(sum k C / sum k N T exp(beta_g ln s + gamma ln r))``
+        (with the warm start's pseudo-window of P counts exactly at target; + 0.5 count so that a group that has not
+        fired yet has a finite one)."""
+        exposure = (np.maximum(Nl, 1) * T * np.exp(self.beta_g * lnS + self.gamma * lnR) * k).sum(axis=0)
+        counts = (k * C).sum(axis=0) + P + 0.5
+        with np.errstate(divide="ignore", invalid="ignore"):
+            return np.log(counts / (exposure + P * np.exp(-resid0)))
+
+    def _fit_calibration(self, lt, lnS, lnR, C, Nl, T, usable, y, fano: float, P: float) -> RateFit:
+        """A calibration's fit (no forgetting). The slopes come from the pooled and per-group regressions over the
+        windows near target (:meth:`closeness`, which needs the fit itself: three fixed-point rounds from the last
+        fit's intercepts). Each group's intercept is the Poisson estimate over the windows near its latest state
+        (:meth:`nearness_to_latest`, :meth:`_poisson_alpha`): the rate of all the counts measured there. The
+        count-weighted mean of per-window ``ln`` rates it replaces was biased up by about ``(F / 2 + 1 / 2) / count``
+        per window (a high count weighs more; the log's curvature): chips ended 0.6 % (devboard, 100 chips) to 0.8 %
+        (Poisson plant) below target (docs/controller.md, "The rate model's estimates")."""
+        resid0 = lt - self.beta_g * self.start_ln_s - self.gamma * self.start_ln_r
+        alpha = np.where(np.isfinite(self.alpha), self.alpha,
+                         self._poisson_alpha(usable.astype(float), C, Nl, T, lnS, lnR, P, resid0))
+        for _ in range(3):
+            W = (C + 1.0) * self.closeness(lt, lnS, lnR, alpha) * usable
+            if lnS.shape[0] >= 2:
+                self._fit_slopes(y, lnS, lnR, W)
+            self.beta_g = self._group_slopes(y, lnS, lnR, W, W.sum(axis=0), W.sum(axis=0) > 0, fano)
+            resid0 = lt - self.beta_g * self.start_ln_s - self.gamma * self.start_ln_r
+            k = self.nearness_to_latest(lnS, lnR) * usable
+            alpha = self._poisson_alpha(k, C, Nl, T, lnS, lnR, P, resid0)
+        has = usable.any(axis=0) | (P > 0)
+        self.alpha = np.where(has, alpha, np.nan)
+        return RateFit(self.alpha, self.beta_g, has, (k * (C + 1.0)).sum(axis=0) + P)
 
     def _population_trend(self, c_k: np.ndarray, a_k: np.ndarray, T_s: np.ndarray, now_ms: float,
                           next_ms: float) -> float:

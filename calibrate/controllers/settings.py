@@ -42,7 +42,12 @@ class DualLoopSettings:
         loop Jacobian is measured, not assumed, before the loop relies on it.
     near: half-width (in ln rate) of the band around target within which a window informs the rate estimate fully
         (a band that narrows with the estimate's standard error was tried and was worse on devboard: it drops
-        windows the estimate still needs).
+        windows the estimate still needs). It selects the windows the slopes are fitted on, by the rate the model
+        predicts there (not the observed one).
+    near_latest: half-width (in predicted ln rate) of the band around a group's latest state within which a window
+        informs its rate intercept (the Poisson estimate at that state). Narrower leaves the translation of other
+        windows' counts to the latest state less room for the response's curvature: on 100 devboard chips 0.5 left
+        the mean rate 0.6 % high, 0.2 0.3 %, with the best rate CV of 0.5, 0.2 and 0.1 (docs/controller.md).
     """
 
     rate_tol: float = 0.035
@@ -63,6 +68,7 @@ class DualLoopSettings:
     probe_ms: float = 200.0
     sub_window_ms: float = 10.0
     near: float = 0.5
+    near_latest: float = 0.2
     max_ratio_step: float = 1.0
     forget_halflife_ms: Optional[float] = None  # tracking: old windows lose weight with this half-life
     prior_rate_se: Optional[float] = None  # warm start from a calibrated table: how well its rates were known

@@ -16,7 +16,8 @@ __all__ = ["LoopState", "LoopObservation", "Schedule", "RateLoop"]
 @dataclass
 class LoopState:
     """Per knob group: the wanted scale and ratio (``ln s``, ``ln r``), what is out of the DAC range, and loop 2's
-    latest error and standard error (relative, in ln rate)."""
+    latest error and standard error (relative, in ln rate). ``off_target``: the latest window's rate is off target far
+    beyond its counting noise (a group that ends so is not calibrated, docs/controller.md "Accounting")."""
 
     ln_s: np.ndarray
     ln_r: np.ndarray
@@ -25,13 +26,14 @@ class LoopState:
     s_at_limit: np.ndarray
     rate_se: np.ndarray
     rate_err: np.ndarray
+    off_target: Optional[np.ndarray] = None
 
     @classmethod
     def start(cls, ln_s: np.ndarray, ln_r: np.ndarray) -> "LoopState":
         g = ln_s.size
         return cls(ln_s=ln_s, ln_r=ln_r, unreachable_ratio=np.zeros(g, dtype=bool),
                    unreachable_rate=np.zeros(g, dtype=bool), s_at_limit=np.zeros(g, dtype=np.int64),
-                   rate_se=np.full(g, np.inf), rate_err=np.full(g, np.inf))
+                   rate_se=np.full(g, np.inf), rate_err=np.full(g, np.inf), off_target=np.zeros(g, dtype=bool))
 
     def clip(self, lattice: CodeLattice) -> None:
         """Keep the state inside the DAC range (the ratio first: balance wins); no wind-up beyond it."""

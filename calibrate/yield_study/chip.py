@@ -31,7 +31,7 @@ __all__ = ["ChipTask", "run_chip", "FIGURES", "SE_FIGURES", "chip_key"]
 # true figures stored per chip (names as calibrate.metrics.TrueFigures), and those given an uncertainty
 FIGURES = ("rate_mean_hz", "rate_cv", "counting_cv", "rate_cv_deconvolved", "fano", "balance_median",
            "balance_p95", "frac_balanced_005", "live", "group_rate_err_max", "group_balance_max",
-           "rate_mean_exc_hz", "rate_mean_inh_hz")
+           "rate_mean_exc_hz", "rate_mean_inh_hz", "replicas", "control_variate")
 SE_FIGURES = ("rate_cv_deconvolved", "rate_err", "rate_err_exc", "rate_err_inh", "balance_p95", "balance_median",
               "group_rate_err_max", "group_balance_max")
 
@@ -79,6 +79,7 @@ class _Calibrated:
     counting_floor: float
     cv_over_floor: Optional[float]
     wall_s: float
+    calibration_cpu_s: float
 
 
 def _calibrate(profile: Profile, seed: int, *, controller: str, budget_s: Optional[float]):
@@ -102,8 +103,9 @@ def _calibrate_and_judge(profile: Profile, seed: int, *, controller: str, budget
     1), on a device that keeps the replay's sub-windows for the figures' uncertainties."""
     from calibrate.metrics import counting_floor
 
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     result, summary = _calibrate(profile, seed, controller=controller, budget_s=budget_s)
+    calibration_cpu_s = time.process_time() - c0
     rate = result.targets.rate_hz
     judged = judging_replay(profile, seed, result.codes, replay_s=evaluate_s, target_rate_hz=rate)
     tf = judged.figures
@@ -112,7 +114,7 @@ def _calibrate_and_judge(profile: Profile, seed: int, *, controller: str, budget
                        target_inh_hz=result.targets.rate_inh_hz,
                        shared=result.codes["gain_e"].shape[0] < result.identity.n_neurons,
                        counting_floor=floor, cv_over_floor=tf.rate_cv_deconvolved / floor if floor > 0 else None,
-                       wall_s=time.perf_counter() - t0)
+                       wall_s=time.perf_counter() - t0, calibration_cpu_s=calibration_cpu_s)
 
 
 def _effective_budget_s(controller: str, budget_s: Optional[float]) -> float:
@@ -127,9 +129,13 @@ def _figures(prefix: str, judged: JudgedReplay, target_rate_hz: float) -> dict[s
     tf = judged.figures.to_dict()
     out: dict[str, Any] = {f"{prefix}{k}": tf.get(k) for k in FIGURES}
     out[f"{prefix}live"] = int(tf["live"])  # TrueFigures.to_dict makes every figure a float
+    out[f"{prefix}replicas"] = None if tf["replicas"] is None else int(tf["replicas"])
+    out[f"{prefix}control_variate"] = None if tf["control_variate"] is None else bool(tf["control_variate"])
     out[f"{prefix}rate_err"] = tf["rate_mean_hz"] / target_rate_hz - 1  # signed: below target is negative
     for k in SE_FIGURES:
         out[f"{prefix}se.{k}"] = judged.se.get(k)
+    # the share of the mean rate's replay variance the control variate left (1: the plain mean)
+    out[f"{prefix}replay_variance_left"] = judged.stats.get("variance_left")
     return out
 
 
@@ -138,8 +144,9 @@ def _criteria(prefix: str, crits) -> dict[str, Any]:
     for c in crits:
         base = f"{prefix}{c.name}."
         out.update({base + "figure": c.figure, base + "value": c.value, base + "limit": c.limit,
-                    base + "se": c.se, base + "met": bool(c.met), base + "applies": bool(c.applies)})
-    out[f"{prefix}passed"] = all(c.met for c in crits)
+                    base + "se": c.se, base + "met": c.verdict_met, base + "applies": bool(c.applies)})
+    # the verdict's rule (calibrate.verdict): a chip passes here exactly when eical calibrate's verdict is met
+    out[f"{prefix}passed"] = all(c.verdict_met for c in crits)
     return out
 
 
@@ -189,6 +196,7 @@ def _run(task: ChipTask, rec: dict) -> None:
         "calibrated": n["calibrated"], "unreachable": n["unreachable"], "dead": n["dead"],
         "calibration_wall_s": s["wall_time_s"], "replay_s": cal.judged.replay_s,
         "replay_wall_s": cal.judged.wall_s, "counting_floor": cal.counting_floor,
+        "calibration_cpu_s": cal.calibration_cpu_s, "replay_cpu_s": cal.judged.cpu_s,
         "cv_over_floor": cal.cv_over_floor,
         "codes_e": [int(x) for x in cal.codes["gain_e"]], "codes_i": [int(x) for x in cal.codes["gain_i"]],
     })
@@ -219,7 +227,8 @@ def _oracle_record(task: ChipTask, cal: _Calibrated) -> dict[str, Any]:
         "oracle.beta_median": float(np.median(orc.beta)), "oracle.gamma": orc.gamma,
         "oracle.codes_e": [int(x) for x in orc.codes["gain_e"]],
         "oracle.codes_i": [int(x) for x in orc.codes["gain_i"]],
-        "oracle.cpu_s": time.process_time() - c0,
+        "oracle.cpu_s": time.process_time() - c0, "oracle.search_cpu_s": orc.search_cpu_s,
+        "oracle.calibration_cpu_s": orc.cpu_s, "oracle.replay_cpu_s": judged.cpu_s,
     }
     out.update(_figures("oracle.", judged, cal.target_rate_hz))
     crits = judge_chip(tf, task.spec, shared=cal.shared, target_rate_hz=cal.target_rate_hz,

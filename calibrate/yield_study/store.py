@@ -41,9 +41,11 @@ _CODES = pa.list_(pa.int32())
 
 
 def _figure_fields(prefix: str) -> list[tuple[str, pa.DataType]]:
-    out = [(prefix + k, _I if k == "live" else _F) for k in FIGURES]
+    kinds = {"live": _I, "replicas": _I, "control_variate": _B}
+    out = [(prefix + k, kinds.get(k, _F)) for k in FIGURES]
     out.append((prefix + "rate_err", _F))
     out += [(f"{prefix}se.{k}", _F) for k in SE_FIGURES]
+    out.append((prefix + "replay_variance_left", _F))
     for c in CRITERIA:
         out += [(f"{prefix}{c}.figure", _S), (f"{prefix}{c}.value", _F), (f"{prefix}{c}.limit", _F),
                 (f"{prefix}{c}.se", _F), (f"{prefix}{c}.met", _B), (f"{prefix}{c}.applies", _B)]
@@ -70,14 +72,16 @@ def record_schema(sweeps: Sequence[Sweep], oracle: bool) -> pa.Schema:
                ("chip_uid", _S), ("n_neurons", _I), ("shared_knobs", _B), ("target_rate_hz", _F),
                ("stopped", _S), ("iterations", _I), ("windows", _I), ("model_time_s", _F),
                ("hardware_time_s", _F), ("calibrated", _I), ("unreachable", _I), ("dead", _I),
-               ("calibration_wall_s", _F), ("replay_s", _F), ("replay_wall_s", _F), ("counting_floor", _F),
+               ("calibration_wall_s", _F), ("replay_s", _F), ("replay_wall_s", _F), ("calibration_cpu_s", _F),
+               ("replay_cpu_s", _F), ("counting_floor", _F),
                ("cv_over_floor", _F), ("codes_e", _CODES), ("codes_i", _CODES)]
     fields += _figure_fields("")
     if oracle:
         fields += [("oracle.model_time_s", _F), ("oracle.search_model_s", _F), ("oracle.unreachable", _I),
                    ("oracle.calibration_wall_s", _F), ("oracle.replay_wall_s", _F), ("oracle.counting_floor", _F),
                    ("oracle.beta_median", _F), ("oracle.gamma", _F), ("oracle.codes_e", _CODES),
-                   ("oracle.codes_i", _CODES), ("oracle.cpu_s", _F)]
+                   ("oracle.codes_i", _CODES), ("oracle.cpu_s", _F), ("oracle.search_cpu_s", _F),
+                   ("oracle.calibration_cpu_s", _F), ("oracle.replay_cpu_s", _F)]
         fields += _figure_fields("oracle.")
     fields += [("wall_s", _F), ("cpu_s", _F), ("warnings", _S), ("finished_utc", _S), ("run_id", _S)]
     return pa.schema(fields)

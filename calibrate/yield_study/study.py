@@ -236,7 +236,7 @@ def run_study(study: Study, out_dir, *, workers: Optional[int] = None, scheduler
     one-line messages (the dashboard's address, chips Dask could not run)."""
     from .summary import summarise, write_summary
 
-    t0 = time.perf_counter()
+    t0, load_start = time.perf_counter(), _load()
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     schema = record_schema(study.sweeps, study.oracle)
@@ -271,6 +271,7 @@ def run_study(study: Study, out_dir, *, workers: Optional[int] = None, scheduler
                     "chips_per_hour_per_worker": (len(writer.written) / wall * 3600 / n_workers
                                                   if writer.written and n_workers else None),
                     "duplicates_dropped": res.duplicates,
+                    **_cpu_and_load(rows, run_id, load_start),
                     "chips_in_dataset_not_requested": len(res.rows) - len(rows)}
         summary = summarise(study, rows, run_info)
         write_summary(out, summary)
@@ -284,6 +285,22 @@ def run_study(study: Study, out_dir, *, workers: Optional[int] = None, scheduler
     return StudyOutcome(summary=summary, out_dir=out, requested=len(tasks), already_done=len(tasks) - len(todo),
                         computed=list(writer.written), not_run=not_run, errors=errors, wall_s=wall,
                         workers=n_workers, dashboard=dash)
+
+
+def _cpu_and_load(rows: list, run_id: str, load_start: tuple) -> dict:
+    """What this run's chips cost in CPU (the figure that holds on a shared machine, where wall time depends on the
+    others' load) and the load average it ran under (1-minute, at its start and end)."""
+    cpu = [float(r["cpu_s"]) for r in rows if r.get("run_id") == run_id and r.get("cpu_s") is not None]
+    mean = sum(cpu) / len(cpu) if cpu else None
+    return {"cpu_s_per_chip": mean, "chips_per_cpu_hour": 3600.0 / mean if mean else None,
+            "load_average": {"start": load_start[0], "end": _load()[0]}}
+
+
+def _load() -> tuple:
+    try:
+        return os.getloadavg()
+    except OSError:  # not on every platform
+        return (None, None, None)
 
 
 def _run_tasks(client, todo: list[ChipTask], writer: _Writer, study_id: str, progress: Optional[bool]) -> list:
@@ -305,8 +322,8 @@ def _run_tasks(client, todo: list[ChipTask], writer: _Writer, study_id: str, pro
                 time.sleep(0.25)
             for f in batch:
                 if f.status not in ("finished", "error", "cancelled"):
-                    # a worker died holding it ("lost" or back to "pending"): the scheduler recomputes it, so it
-                    # is not done; wait for it again rather than count it as not run
+                    # a worker died holding it, or after it finished ("lost", back to "pending"): the scheduler
+                    # recomputes it, so wait for it again (it once came back as "not run: NoneType: None")
                     ac.add(f)
                     continue
                 task = futures.pop(f.key)[1]
