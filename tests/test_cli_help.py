@@ -62,3 +62,17 @@ def test_profiles_validate_takes_a_name_as_show_does(capsys):
     assert main(["profiles", "validate", "no-such-profile"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("eical: error: ")
+
+
+@pytest.mark.parametrize("interrupt, said", [(KeyboardInterrupt(), "Ctrl-C"), (KeyboardInterrupt("SIGTERM"), "SIGTERM")])
+def test_an_interrupted_command_says_what_stopped_it(monkeypatch, capsys, interrupt, said):
+    """Ctrl-C and a batch system's SIGTERM (which the long commands turn into an interrupt) exit 130 with one line
+    naming which of the two it was."""
+    from calibrate.cli import main
+
+    def stopped(args):
+        raise interrupt
+
+    monkeypatch.setattr("calibrate.cli.board._cmd_devices", stopped)
+    assert main(["devices"]) == 130
+    assert capsys.readouterr().err == f"eical: error: interrupted ({said})\n"

@@ -56,8 +56,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         set_default_threads(args.threads)
     try:
         return int(args.func(args) or 0)
-    except KeyboardInterrupt:
-        print("eical: error: interrupted (Ctrl-C)", file=sys.stderr)
+    except KeyboardInterrupt as e:  # Ctrl-C, or SIGTERM turned into one (its args say so)
+        print(f"eical: error: interrupted ({e.args[0] if e.args else 'Ctrl-C'})", file=sys.stderr)
         return ExitCode.INTERRUPTED
     except BrokenPipeError:
         return ExitCode.OK

@@ -115,7 +115,7 @@ def _cmd_yield(args: argparse.Namespace) -> int:
         print(f"eical: note: {msg}", file=sys.stderr, flush=True)
 
     def on_term(signum, frame):  # SIGTERM (a batch system ending the job): stop like Ctrl-C, keep what finished
-        raise KeyboardInterrupt
+        raise KeyboardInterrupt("SIGTERM")
 
     old = signal.signal(signal.SIGTERM, on_term)
     try:
