@@ -16,6 +16,9 @@ def main(argv=None) -> int:
     names = sorted(m.name[len("bench_"):] for m in pkgutil.iter_modules([str(Path(__file__).parent)])
                    if m.name.startswith("bench_"))
     args = argv if argv is not None else sys.argv[1:]
+    if "-h" in args or "--help" in args:  # say what there is; a benchmark run takes minutes
+        print(__doc__.strip() + "\n\nbenchmarks: " + ", ".join(names))
+        return 0
     options = [a for a in args if a.startswith("--")]
     want = [a for a in args if not a.startswith("--")] or names
     unknown = [w for w in want if w not in names]
