@@ -21,7 +21,7 @@ from typing import Callable, Dict, Optional, Sequence
 from .client import BoardClient, Timing
 from .transport import BoardTransport, FaultyTransport
 
-__all__ = ["EmulatorProcess", "memory_client", "pty_noisy_flash", "PtyNoiseResult", "REPO_ROOT"]
+__all__ = ["EmulatorProcess", "memory_client", "pty_noisy_flash", "PtyNoiseResult", "REPO_ROOT", "eical_on_a_terminal"]
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
@@ -103,6 +103,27 @@ class EmulatorProcess:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def eical_on_a_terminal(*argv: str, timeout: float = 120.0) -> tuple[int, bytes, bytes]:
+    """Run ``eical ARGV`` with its stderr on a pseudo-terminal (where progress bars are drawn) and stdout on a pipe;
+    returns (exit code, stdout, everything the terminal received)."""
+    master, slave = os.openpty()
+    p = subprocess.Popen([sys.executable, "-m", "calibrate.cli", *argv], stdout=subprocess.PIPE, stderr=slave,
+                         cwd=REPO_ROOT)
+    os.close(slave)
+    out, _ = p.communicate(timeout=timeout)
+    err = b""
+    while select.select([master], [], [], 0.2)[0]:
+        try:
+            chunk = os.read(master, 65536)
+        except OSError:  # Linux: EIO once the other side is closed and drained
+            break
+        if not chunk:
+            break
+        err += chunk
+    os.close(master)
+    return p.returncode, out, err
 
 
 def memory_client(make_board: Callable[[], object], *, rate: float = 0.0, seed: int = 0,

@@ -4,14 +4,13 @@ running emulators are listed by `eical devices` (and not once they are gone), an
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 
 import pytest
 
 from firmware_bridge.firmware.testchip import TestChip
-from firmware_bridge.testing import REPO_ROOT, EmulatorProcess
+from firmware_bridge.testing import REPO_ROOT, EmulatorProcess, eical_on_a_terminal
 from hw_models.table import GainTable, KnobTable
 
 pytestmark = pytest.mark.board
@@ -112,8 +111,6 @@ def test_devices_lists_running_emulators_and_forgets_them_when_they_stop(tmp_pat
 
 
 def test_flash_progress_bar_only_on_a_terminal(tmp_path):
-    import select
-
     n = 4096
     with EmulatorProcess(["--test-chip", str(n), "--uid", "bar-0001"], nvm=tmp_path / "b.nvm") as emu:
         info = TestChip(n, "bar-0001").info()
@@ -121,22 +118,8 @@ def test_flash_progress_bar_only_on_a_terminal(tmp_path):
         GainTable(chip_uid="bar-0001", profile=info["profile"], profile_sha256=info["profile_sha256"],
                   knobs={"gain_e": KnobTable("neuron", 8, [i % 256 for i in range(n)]),
                          "gain_i": KnobTable("neuron", 8, [7] * n)}).save(t)
-        master, slave = os.openpty()
-        p = subprocess.Popen([sys.executable, "-m", "calibrate.cli", "flash", str(t), "--port", emu.path],
-                             stdout=subprocess.PIPE, stderr=slave, cwd=REPO_ROOT)
-        os.close(slave)
-        out, _ = p.communicate(timeout=120)
-        err = b""
-        while select.select([master], [], [], 0.2)[0]:
-            try:
-                chunk = os.read(master, 65536)
-            except OSError:
-                break
-            if not chunk:
-                break
-            err += chunk
-        os.close(master)
-        assert p.returncode == 0 and b"flashed" in out
+        code, out, err = eical_on_a_terminal("flash", str(t), "--port", emu.path)
+        assert code == 0 and b"flashed" in out
         assert b"writing" in err and b"KiB" in err and "━".encode() in err
         # not a terminal: nothing on stderr
         t2 = tmp_path / "t2.json"

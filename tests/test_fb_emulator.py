@@ -18,7 +18,7 @@ from firmware_bridge.errors import LinkLost
 from firmware_bridge.firmware import nvm
 from firmware_bridge.firmware.testchip import TestChip
 from firmware_bridge.flash import TableImage, flash_table
-from firmware_bridge.testing import REPO_ROOT, EmulatorProcess
+from firmware_bridge.testing import REPO_ROOT, EmulatorProcess, eical_on_a_terminal
 from firmware_bridge.transport import SerialTransport
 from hw_models.table import GainTable, KnobTable
 
@@ -251,27 +251,10 @@ def test_flash_through_a_fault_injecting_link(tmp_path, ber, seed, code):
 
 @pytest.mark.slow
 def test_progress_only_when_stderr_is_a_terminal(tmp_path):
-    import os
-    import select as _select
-
     with EmulatorProcess(["--test-chip", str(N_BIG), "--uid", "kill-0001"], nvm=tmp_path / "b.nvm") as emu:
         table = chip_table(tmp_path / "t.json", N_BIG, 5, "kill-0001")
-        master, slave = os.openpty()
-        p = subprocess.Popen([sys.executable, "-m", "calibrate.cli", "flash", str(table), "--port", emu.path],
-                             stdout=subprocess.PIPE, stderr=slave, cwd=REPO_ROOT)
-        os.close(slave)
-        out, _ = p.communicate(timeout=120)
-        err = b""
-        while _select.select([master], [], [], 0)[0]:
-            try:
-                chunk = os.read(master, 65536)
-            except OSError:
-                break
-            if not chunk:
-                break
-            err += chunk
-        os.close(master)
-        assert p.returncode == 0 and b"flashed" in out
+        code, out, err = eical_on_a_terminal("flash", str(table), "--port", emu.path)
+        assert code == 0 and b"flashed" in out
         assert b"writing" in err and b"KiB" in err and "━".encode() in err  # rich's bar went to the terminal
 
 
