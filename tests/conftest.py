@@ -1,5 +1,5 @@
-"""Suite-wide hooks: say so plainly when the browser test could not run (README), and keep the tests' board emulators
-in a registry of their own."""
+"""Suite-wide hooks: say so plainly when the browser test could not run (README), keep the tests' board emulators
+in a registry of their own, and ``eical``: the command line run in-process."""
 from __future__ import annotations
 
 import pytest
@@ -32,3 +32,21 @@ def _emulator_registry(tmp_path_factory):
         os.environ.pop("EICAL_RUNTIME_DIR", None)
     else:
         os.environ["EICAL_RUNTIME_DIR"] = old
+
+
+@pytest.fixture
+def eical(capsys):
+    """Run ``eical ARGS`` in-process; returns (exit code, stdout, stderr). A usage error (argparse's SystemExit)
+    gives its exit code like any other."""
+    from calibrate.cli import main
+
+    def run(*argv):
+        capsys.readouterr()
+        try:
+            code = main([str(a) for a in argv])
+        except SystemExit as e:  # argparse
+            code = e.code
+        out = capsys.readouterr()
+        return code, out.out, out.err
+
+    return run

@@ -15,22 +15,6 @@ from hw_models.table import GainTable
 PROFILE = "devboard"  # 32 neurons: a 2 s recording costs about half a second
 
 
-@pytest.fixture
-def eical(capsys):
-    """Run ``eical ARGS`` in-process; returns (exit code, stdout, stderr)."""
-
-    def run(*argv):
-        capsys.readouterr()
-        try:
-            code = main([str(a) for a in argv])
-        except SystemExit as e:  # argparse
-            code = e.code
-        out = capsys.readouterr()
-        return code, out.out, out.err
-
-    return run
-
-
 @pytest.fixture(scope="module")
 def nominal_run(tmp_path_factory):
     """One ``--json --save-recording`` run, shared by the tests that only read its output."""

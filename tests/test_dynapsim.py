@@ -37,22 +37,6 @@ def small():
     return draw_chip(prof, 3)
 
 
-@pytest.fixture
-def eical(capsys):
-    from calibrate.cli import main
-
-    def run(*argv):
-        capsys.readouterr()
-        try:
-            code = main([str(a) for a in argv])
-        except SystemExit as e:
-            code = e.code
-        out = capsys.readouterr()
-        return code, out.out, out.err
-
-    return run
-
-
 def _dynapsim_t_ref_steps(arrays, dt_s: float) -> np.ndarray:
     """DynapSim's refractory timer written out (rockpool 3.1): t_ref = (Vth*C_ref)/Iref in float32, held while
     positive, dt subtracted and clipped at 0 after every step."""

@@ -15,23 +15,6 @@ from hw_models.table import GainTable
 ROOT = Path(__file__).resolve().parent.parent
 
 
-@pytest.fixture
-def eical(capsys):
-    """Run ``eical ARGS`` in-process; returns (exit code, stdout, stderr)."""
-    from calibrate.cli import main
-
-    def run(*argv):
-        capsys.readouterr()
-        try:
-            code = main([str(a) for a in argv])
-        except SystemExit as e:  # argparse
-            code = e.code
-        out = capsys.readouterr()
-        return code, out.out, out.err
-
-    return run
-
-
 def test_simulate_json(eical):
     code, out, err = eical("simulate", "--profile", "devboard", "--seed", "3", "--duration", "0.5", "--json")
     assert code == 0, err

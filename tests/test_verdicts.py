@@ -16,23 +16,6 @@ from hw_models.table import GainTable, TableError
 CRITERION_KEYS = {"name", "value", "limit", "met", "source", "uncertainty"}
 
 
-@pytest.fixture
-def eical(capsys):
-    """Run ``eical ARGS`` in-process; returns (exit code, stdout, stderr)."""
-    from calibrate.cli import main
-
-    def run(*argv):
-        capsys.readouterr()
-        try:
-            code = main([str(a) for a in argv])
-        except SystemExit as e:  # argparse
-            code = e.code
-        out = capsys.readouterr()
-        return code, out.out, out.err
-
-    return run
-
-
 @pytest.fixture(scope="module")
 def failed_run(tmp_path_factory):
     """devboard seed 3 with a 20 s budget: the issue's example of a run that does not meet the spec."""
