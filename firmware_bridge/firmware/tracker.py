@@ -23,7 +23,9 @@
 # - the population parts p(t), Q(t) are measured each window from all groups at once (precise within one
 #   window) and followed by an exponentially weighted straight line in time (``Trend``), evaluated at the middle
 #   of the next window: a line does not lag a steady drift however long its memory. Its weights halve every
-#   4 x ``halflife_ms`` (the host's choice: a slope from a few windows is mostly their noise).
+#   4 x ``halflife_ms`` (the host's choice: a slope from a few windows is mostly their noise). The rate line's
+#   slope is shrunk by a prior of RATE_SLOPE_SD (a posterior mean), the ratio line's by its signal-to-noise ratio;
+#   both lines start from a point at the flashed table's population state (POP_RATE_SE, balance_se).
 # - each group's own deviation d_g, e_g does not drift; it is learnt from every window (annealed: an average of
 #   all windows, so each new window moves it by about 1/n), starting from a warm-start prior that the flashed table
 #   is right to the precision its calibration stopped at (``rate_se``, ``balance_se``). Rate deviations are a
