@@ -143,6 +143,46 @@ def test_trend_shrinks_a_slope_the_noise_cannot_support():
     assert TR.Trend().predict(0.0, 7.0, 0.01) == 7.0  # no window: the default
 
 
+def _line(points, prior=None):
+    t = TR.Trend(prior=prior)
+    for y in points:
+        t.shift(1.0, 1.0)
+        t.add(-0.5, y, 1.0)
+    return t
+
+
+def test_a_slope_prior_shrinks_by_the_slopes_variance_not_by_its_size():
+    """The rate line's slope prior (tracker.RATE_SLOPE_SD): the posterior mean b prior / (prior + var_b). A real
+    drift whose windows happened to show a small slope is mostly kept (the signal-to-noise shrinkage halves it), while a
+    slope from three windows is shrunk hard."""
+    noise = 0.05 ** 2
+    ten = [0.0, 0.02, -0.03, 0.05, 0.0, 0.06, 0.01, 0.07, 0.03, 0.06]  # a drift of about 0.6 % per window, noisy
+    raw = _line(ten).slope(0.0)
+    var_b = noise / sum((k - 4.5) ** 2 for k in range(10))
+    prior = 0.01 ** 2
+    assert _line(ten, prior).slope(noise) == pytest.approx(raw * prior / (prior + var_b), rel=1e-9)
+    assert _line(ten, prior).slope(noise) > 0.75 * raw  # the prior keeps most of it
+    assert _line(ten).slope(noise) < 0.6 * raw  # its own t^2 / (t^2 + 1) does not
+    three = [0.0, 0.05, 0.08]
+    assert _line(three, prior).slope(noise) < 0.3 * _line(three).slope(0.0)  # three windows: mostly noise
+    assert _line(three, prior).slope(-1.0) == 0.0  # no noise estimate yet: no slope at all
+
+
+def test_the_warm_start_point_on_the_rate_line_weighs_the_tables_population_error():
+    """The flashed table pins the population rate to POP_RATE_SE (tighter than one group's rate_se, never looser):
+    after the first window the rate line holds that point with weight p_noise / se^2 (at most ANCHOR_MAX windows)
+    besides the window's own point (weight 1)."""
+    for rate_se, se in ((0.045, TR.POP_RATE_SE), (0.015, 0.015)):
+        plant = Plant(32, 7, common=0.04)
+        ce, ci = plant.balanced_codes()
+        tr = make(32, ce, ci, a=list(plant.A), b=list(plant.B), offset=list(plant.off), window_ms=2500,
+                  gamma=1.0, rate_se=rate_se)
+        run(tr, plant, 1, ce, ci)
+        assert tr.p_noise > 0.0
+        assert tr.trend_p.s0 - 1.0 == pytest.approx(min(TR.ANCHOR_MAX, tr.p_noise / se ** 2), rel=1e-6)
+        assert tr.trend_p.predict(-2.5, 0.0, tr.p_noise) != tr.p0  # the window's point moved the line
+
+
 # -- safety -------------------------------------------------------------------------------------------------------
 
 counts_st = st.lists(st.integers(0, 65535), min_size=6, max_size=6)

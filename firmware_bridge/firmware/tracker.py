@@ -23,7 +23,9 @@
 # - the population parts p(t), Q(t) are measured each window from all groups at once (precise within one
 #   window) and followed by an exponentially weighted straight line in time (``Trend``), evaluated at the middle
 #   of the next window: a line does not lag a steady drift however long its memory. Its weights halve every
-#   4 x ``halflife_ms`` (the host's choice: a slope from a few windows is mostly their noise).
+#   4 x ``halflife_ms`` (the host's choice: a slope from a few windows is mostly their noise). The rate line's
+#   slope is shrunk by a prior of RATE_SLOPE_SD (a posterior mean), the ratio line's by its signal-to-noise ratio;
+#   both lines start from a point at the flashed table's population state (POP_RATE_SE, balance_se).
 # - each group's own deviation d_g, e_g does not drift; it is learnt from every window (annealed: an average of
 #   all windows, so each new window moves it by about 1/n), starting from a warm-start prior that the flashed table
 #   is right to the precision its calibration stopped at (``rate_se``, ``balance_se``). Rate deviations are a
@@ -71,9 +73,18 @@ DEFAULTS = {
     "silent_expected": 20.0, "max_step": 0.1,
 }
 
-SHRINK_RATE = None  # the rate line's slope shrinkage (None: Trend.SHRINK)
+SHRINK_RATE = None  # the rate line's slope shrinkage when it has no prior (None: Trend.SHRINK)
 SHRINK_RATIO = None  # the ratio line's
-ANCHOR_MAX = 4.0  # the warm start's point on a drift line weighs at most this many windows
+# The rate line's slope prior: the population rate drifts by at most about 1 %/s (a 10 K ramp in 120 s moves it
+# 0.36 %/s), so a slope is shrunk by prior / (prior + its variance): hard from the first windows, hardly after 20 s
+# (trend.Trend; docs/controller.md, "On-board tracking"). None: shrunk by its own signal-to-noise ratio instead.
+RATE_SLOPE_SD = 0.01  # ln rate per second
+# The warm start's point on the rate line: the flashed table put the population at target to about this standard
+# error, tighter than one group's rate_se (all groups are averaged; the calibration's shared inputs are not).
+# Measured: the population rate error of 26 tables at the start of the ramp has rms 1.5 %; 2.5 % weighs the point
+# a little less than that, which did better on those chips than 1.6 % (a table off by 3 % then holds the line back).
+POP_RATE_SE = 0.025
+ANCHOR_MAX = 8.0  # the warm start's point on a drift line weighs at most this many windows
 
 
 class Tracker(TrackerCodes):
@@ -209,7 +220,7 @@ class Tracker(TrackerCodes):
         for g in range(G):
             self.set_dinv(g)
         self.q0 = mean_r0
-        self.trend_p = Trend(SHRINK_RATE)
+        self.trend_p = Trend(SHRINK_RATE, None if RATE_SLOPE_SD is None else RATE_SLOPE_SD * RATE_SLOPE_SD)
         self.trend_q = Trend(SHRINK_RATIO)
         self.p_noise = -1.0  # variance of one window's population intercept (sub-window scatter)
         self.q_noise = -1.0  # and of its balance estimate
@@ -411,7 +422,8 @@ class Tracker(TrackerCodes):
             # each line at the start, weighted against one window's noise, so that the first noisy windows do
             # not move the whole population by their noise, and the first slopes have an anchor
             if self.p_noise > 0.0:
-                self.trend_p.add(-Ts, self.p0, min(ANCHOR_MAX, self.p_noise / max(float(p["rate_se"]), 1e-3) ** 2))
+                se = max(min(POP_RATE_SE, float(p["rate_se"])), 1e-3)
+                self.trend_p.add(-Ts, self.p0, min(ANCHOR_MAX, self.p_noise / (se * se)))
             if self.q_noise > 0.0:
                 self.trend_q.add(-Ts, self.q0, min(ANCHOR_MAX, self.q_noise / max(float(p["balance_se"]), 1e-3) ** 2))
         dhl = float(p["dev_halflife_ms"])

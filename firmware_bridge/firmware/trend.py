@@ -32,18 +32,25 @@ class Trend:
     """An exponentially weighted straight line y(t) through one point per window; times are kept relative to
     the present (``shift`` moves them), so the sums stay bounded however long the tracker runs.
 
-    The slope is shrunk by t^2 / (t^2 + SHRINK), t its own signal-to-noise ratio (one window's noise over the
-    spread of the times): a slope from a few noisy windows extrapolated half a window ahead was the worst error of
-    the first version (an early devboard checkpoint 10 % below target), while a line through a clear drift is used
-    almost whole. SHRINK 1 against 4 and 0 on 11 chips through the 10 K ramp (docs/controller.md): worst rate
-    error 5.6 % on average against 6.5 % and 5.4 %, the last with four chips over 0.05 in balance, not two."""
+    How far the line's slope is trusted, with var_b its variance (one window's noise over the spread of the times):
 
-    __slots__ = ("s0", "s1", "s2", "sy", "sty", "syy", "sww", "n", "shrink")
+    - ``prior`` given (the variance of a zero-mean normal prior on the slope): the posterior mean,
+      b prior / (prior + var_b). The rate line's choice: a slope from the first few windows is mostly their noise
+      and is shrunk hard, a slope after 20 s of windows is used almost whole, whatever its size.
+    - otherwise the slope's own signal-to-noise ratio t: b t^2 / (t^2 + SHRINK) (the ratio line's). It also kills
+      a real drift whose first windows happened to show a small slope, and the line then falls back to its
+      weighted mean, about 12 s behind at 24 s into a ramp: on 26 chips through the 10 K ramp the rate line
+      missed 5 % on 9 with it and on 6 with the prior (docs/controller.md, "On-board tracking"). SHRINK 1 against
+      4 and 0 on 11 chips (the first measurement): worst rate error 5.6 % on average against 6.5 % and 5.4 %, the
+      last with four chips over 0.05 in balance, not two."""
+
+    __slots__ = ("s0", "s1", "s2", "sy", "sty", "syy", "sww", "n", "shrink", "prior")
 
     SHRINK = 1.0
 
-    def __init__(self, shrink=None):
+    def __init__(self, shrink=None, prior=None):
         self.shrink = self.SHRINK if shrink is None else shrink
+        self.prior = prior
         self.s0 = 0.0
         self.s1 = 0.0
         self.s2 = 0.0
@@ -79,9 +86,9 @@ class Trend:
         return self.sy / self.s0 if self.n and self.s0 > 0.0 else default
 
     def slope(self, noise_var):
-        """The slope, shrunk by t^2 / (t^2 + SHRINK) (0 until three windows are in). ``noise_var``: the variance of
-        one window's point, from the scatter of its sub-windows (known from the first window on; the residuals of
-        a line through three points would say almost nothing)."""
+        """The slope, shrunk by the prior or by t^2 / (t^2 + SHRINK) (0 until three windows are in). ``noise_var``:
+        the variance of one window's point, from the scatter of its sub-windows (known from the first window on;
+        the residuals of a line through three points would say almost nothing)."""
         s0 = self.s0
         if self.n < 3 or s0 <= 0.0:
             return 0.0
@@ -96,6 +103,8 @@ class Trend:
         var_b = noise_var / stt * (self.sww / s0)
         if var_b <= 0.0:
             return b
+        if self.prior is not None:
+            return b * self.prior / (self.prior + var_b)
         t2 = b * b / var_b
         return b * t2 / (t2 + self.shrink)
 
