@@ -274,9 +274,11 @@ class DualLoop(Controller):
         loop2 = self.rate_loop
         applied = [self.lattice.applied_state(w.codes, self.state.ln_s, self.state.ln_r) for w in windows]
         lens = np.array([m.window_ms for m in measurements])
-        ln_s = sum(a[0] * t for a, t in zip(applied, lens)) / lens.sum()
-        ln_r = sum(a[1] * t for a, t in zip(applied, lens)) / lens.sum()
         dithered = any(any(not np.array_equal(w.codes[k], windows[0].codes[k]) for k in w.codes) for w in windows)
+        ln_s, ln_r = applied[0]
+        if dithered:  # the window's state: its blocks' length-weighted mean
+            ln_s = sum(a[0] * t for a, t in zip(applied, lens)) / lens.sum()
+            ln_r = sum(a[1] * t for a, t in zip(applied, lens)) / lens.sum()
         sub_counts = [m.spike_counts for m in measurements]
         if dithered:
             # the blocks' deliberate offsets moved each neuron's expected count: take them out of the Fano sample
@@ -292,8 +294,10 @@ class DualLoop(Controller):
         blocks = self._block_observation(measurements, applied, ln_s, ln_r, live) if dithered else (None,) * 3
         self.last_ms = T
         # loop 1: ratio from the balance least squares
-        ge_mean = sum(self.lattice.gains(w.codes)[0] * t for w, t in zip(windows, lens)) / lens.sum()
-        self.balance_est = self.balance.measured_index(ysum, ycnt, ge_mean)
+        ge = self.lattice.gains(windows[0].codes)[0]
+        if dithered:
+            ge = sum(self.lattice.gains(w.codes)[0] * t for w, t in zip(windows, lens)) / lens.sum()
+        self.balance_est = self.balance.measured_index(ysum, ycnt, ge)
         self.state.ln_r = self.balance.solve(self.state.ln_s, self.state.ln_r, self.cfg.max_ratio_step,
                                              loop2.ratios_frozen)
         # loop 2: scale from the rate model (per group, or per population)
