@@ -91,9 +91,12 @@ def test_the_rate_fit_sees_the_gains_the_codes_set():
         ctrl.update(windows, measurements)
         seen = ctrl.rate_loop.model.windows
         if len(seen) > n_before:
-            ge, gi = ke.nominal_gain(windows[0].codes["gain_e"]), ke.nominal_gain(windows[0].codes["gain_i"])
-            np.testing.assert_allclose(seen[-1].ln_s, 0.5 * np.log(ge * gi))
-            np.testing.assert_allclose(seen[-1].ln_r, np.log(ge / gi))
+            # a dithered window's blocks ran at different codes: the window's state is their length-weighted mean
+            lens = np.array([w.window_ms for w in windows])
+            ge = np.array([ke.nominal_gain(w.codes["gain_e"]) for w in windows])
+            gi = np.array([ke.nominal_gain(w.codes["gain_i"]) for w in windows])
+            np.testing.assert_allclose(seen[-1].ln_s, lens @ (0.5 * np.log(ge * gi)) / lens.sum())
+            np.testing.assert_allclose(seen[-1].ln_r, lens @ np.log(ge / gi) / lens.sum())
             moved = max(moved, float(np.max(np.abs(wanted_s - seen[-1].ln_s))))
             checked += 1
     assert checked >= 3
@@ -276,3 +279,65 @@ def test_a_neuron_far_below_target_is_not_stuck_there():
     assert out.result.status.counts().calibrated == 32
     rates = record_replay("devboard", 10, out.result.codes, replay_s=80.0).rate_estimate().rates
     assert np.all(np.abs(rates / 10.0 - 1) < 0.15), np.round(rates, 2)
+
+
+def _fitted_slopes(plant, **settings):
+    ctrl = DualLoop(**settings)
+    calibrate(plant, ctrl, targets=Targets(10.0))
+    return ctrl.rate_loop.model.beta, ctrl.rate_loop.model.gamma
+
+
+@pytest.mark.parametrize("beta", [2.0, 3.0])
+def test_dithered_windows_measure_the_true_slopes_the_closed_loop_overstates(beta):
+    # the loop's own moves answer the noise of earlier windows, and a regression on them reads that as slope
+    # (docs/controller.md, "Slopes from deliberate excursions"); the dithered blocks' differences do not
+    for seed in (1, 2):
+        b_dither, g_dither = _fitted_slopes(PowerLawPlant(256, seed=seed, beta=beta, gamma=3.0))
+        b_loop, g_loop = _fitted_slopes(PowerLawPlant(256, seed=seed, beta=beta, gamma=3.0), dither_rate=0.0)
+        assert b_dither == pytest.approx(beta, rel=0.06)
+        assert g_dither == pytest.approx(3.0, rel=0.06)
+        assert b_loop > 1.15 * beta and g_loop > 1.1 * 3.0
+
+
+def _plans(plant, ctrl) -> list:
+    ctrl.begin(plant.identity, plant.knobs, Targets(10.0), plant.codes)
+    plans = []
+    while True:
+        windows = ctrl.plan()
+        if not windows:
+            return plans
+        plans.append(windows)
+        measurements = []
+        for w in windows:
+            plant.set_codes(w.codes)
+            measurements.append(plant.measure(w.window_ms))
+        ctrl.update(windows, measurements)
+
+
+def test_only_a_calibration_of_per_neuron_knobs_dithers_and_its_blocks_centre_on_the_state():
+    def dithered(windows):
+        return any(not np.array_equal(w.codes["gain_e"], windows[0].codes["gain_e"])
+                   or not np.array_equal(w.codes["gain_i"], windows[0].codes["gain_i"]) for w in windows)
+
+    plans = _plans(PowerLawPlant(64, seed=3), DualLoop(budget_ms=30_000))
+    long_loops = [w for w in plans if sum(x.window_ms for x in w) >= 2000 and w[0].kind.value == "loop"]
+    assert long_loops and all(dithered(w) for w in long_loops)
+    short_loops = [w for w in plans if sum(x.window_ms for x in w) < 2000 and w[0].kind.value == "loop"]
+    assert short_loops and not any(dithered(w) for w in short_loops)
+    # the blocks' applied offsets from the window's state average to zero and the two patterns are orthogonal
+    model = DualLoop(budget_ms=30_000)
+    _plans(PowerLawPlant(64, seed=3), model)
+    rows = [w for w in model.rate_loop.model.windows if w.block_counts is not None]
+    assert rows
+    for w in rows:
+        np.testing.assert_allclose(w.block_ds.mean(axis=0), 0.0, atol=1e-12)
+        np.testing.assert_allclose(w.block_dr.mean(axis=0), 0.0, atol=1e-12)
+        assert np.mean(np.abs(w.block_ds)) > 0.02 and np.mean(np.abs(w.block_dr)) > 0.02
+        assert abs(np.mean(w.block_ds * w.block_dr)) < 0.25 * np.mean(np.abs(w.block_ds * w.block_dr))
+    # shared knobs and tracking (forgetting, a warm start) measure every window at one set of codes
+    for plant, ctrl in ((PowerLawPlant(64, seed=3, sharing="core", n_cores=4), DualLoop(budget_ms=30_000)),
+                        (PowerLawPlant(64, seed=3), DualLoop(budget_ms=30_000, forget_halflife_ms=15_000,
+                                                             prior_rate_se=0.035, first_window_ms=5_000))):
+        loops = [w for w in _plans(plant, ctrl) if w[0].kind.value == "loop"]
+        assert any(sum(x.window_ms for x in w) >= 2000 for w in loops)
+        assert not any(dithered(w) for w in loops)

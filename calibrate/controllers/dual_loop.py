@@ -49,6 +49,11 @@ from .state import LoopObservation, LoopState, RateLoop
 
 __all__ = ["DualLoop", "ProxySampler"]
 
+# dithered loop windows (DualLoopSettings.dither_scale): four blocks, the scale's and the ratio's sign patterns
+DITHER_BLOCKS = 4
+DITHER_SCALE_PATTERN = (1.0, -1.0, -1.0, 1.0)
+DITHER_RATIO_PATTERN = (1.0, 1.0, -1.0, -1.0)
+
 
 class ProxySampler:
     """Which neuron of each core a one-channel-per-core chip reads in each sub-window: a fixed random permutation of
@@ -109,6 +114,7 @@ class DualLoop(Controller):
         self.last_ms = 0.0
         self.stopped: Optional[StopReason] = None
         self.rate_loop = self._rate_loop(ln_s, ln_r)
+        self.dither_count = 0
 
     def _rate_loop(self, ln_s: np.ndarray, ln_r: np.ndarray) -> RateLoop:
         """Loop 2 for this chip: per population when the targets name E and I populations on per-neuron knobs
@@ -151,7 +157,42 @@ class DualLoop(Controller):
             m = int(max(1, min(self.identity.neurons_per_core, round(T / cfg.sub_window_ms))))
             return [Window(codes, T / m, WindowKind.LOOP, mon) for mon in self.sampler.next(m)]
         k = max(1, int(cfg.fano_splits))
+        blocks = self._dither_blocks(T, k)
+        if blocks is not None:
+            return [Window(blocks[i * DITHER_BLOCKS // k], T / k, WindowKind.LOOP) for i in range(k)]
         return [Window(codes, T / k, WindowKind.LOOP) for _ in range(k)]
+
+    def _dithers(self, T: float, k: int) -> bool:
+        """Whether a loop window of ``T`` ms in ``k`` sub-windows is dithered: calibration (no forgetting) of
+        per-neuron knobs by the per-group rate loop, long enough windows, sub-windows that split into the blocks."""
+        cfg = self.cfg
+        return (cfg.forget_halflife_ms is None and not self.shared and isinstance(self.rate_loop, GroupRateLoop)
+                and cfg.dither_rate > 0 and T >= cfg.dither_min_ms
+                and k % DITHER_BLOCKS == 0)
+
+    def _dither_blocks(self, T: float, k: int) -> Optional[list[dict]]:
+        """The codes of a dithered window's four blocks (``DualLoopSettings.dither_rate``): the state moved in
+        ``ln s`` in the pattern (+, -, -, +) and in ``ln r`` in (+, +, -, -), each by what moves the rate by
+        ``dither_rate`` and with a random sign per group (seeded by the chip and the window's number). The patterns
+        are orthogonal to each other and to a linear drift within the window, and the signs keep the chip's common
+        input fluctuations from lining up with them."""
+        if not self._dithers(T, k):
+            return None
+        cfg = self.cfg
+        seed = int.from_bytes(self.identity.uid.encode()[:8].ljust(8, b"\0"), "little")
+        rng = np.random.default_rng([seed, self.dither_count])
+        self.dither_count += 1
+        sign_s = rng.choice([-1.0, 1.0], self.n_groups)
+        sign_r = rng.choice([-1.0, 1.0], self.n_groups)
+        slope_s, slope_r = self.rate_loop.slopes
+        amp_s = np.clip(cfg.dither_rate / np.maximum(slope_s, 1e-6), 0.0, cfg.dither_max)
+        amp_r = float(np.clip(cfg.dither_rate / max(abs(slope_r), 1e-6), 0.0, cfg.dither_max))
+        out = []
+        for p, q in zip(DITHER_SCALE_PATTERN, DITHER_RATIO_PATTERN):
+            c = self.lattice.clip(self.state.ln_s + amp_s * p * sign_s, self.state.ln_r + amp_r * q * sign_r)
+            out.append(self.lattice.quantise(c.ln_s, c.ln_r, slope_s, slope_r, self.rate_loop.rate_tol,
+                                             max(0.5 * cfg.balance_tol, 1e-6)))
+        return out
 
     def _plan_null(self) -> list[Window]:
         cfg = self.cfg
@@ -231,21 +272,36 @@ class DualLoop(Controller):
             ycnt[ok] += 1
         self.spikes_any |= counts > 0
         loop2 = self.rate_loop
+        applied = [self.lattice.applied_state(w.codes, self.state.ln_s, self.state.ln_r) for w in windows]
+        lens = np.array([m.window_ms for m in measurements])
+        dithered = any(any(not np.array_equal(w.codes[k], windows[0].codes[k]) for k in w.codes) for w in windows)
+        ln_s, ln_r = applied[0]
+        if dithered:  # the window's state: its blocks' length-weighted mean
+            ln_s = sum(a[0] * t for a, t in zip(applied, lens)) / lens.sum()
+            ln_r = sum(a[1] * t for a, t in zip(applied, lens)) / lens.sum()
+        sub_counts = [m.spike_counts for m in measurements]
+        if dithered:
+            # the blocks' deliberate offsets moved each neuron's expected count: take them out of the Fano sample
+            slope_s, slope_r = loop2.slopes
+            sub_counts = [m.spike_counts * np.exp(-(slope_s * (a[0] - ln_s) + slope_r * (a[1] - ln_r)))[self.group_of]
+                          for m, a in zip(measurements, applied)]
         # the Fano sample counts the neurons live before this window (a neuron's first spike gives it no history)
-        loop2.fano.add(loop2.fano_sample([m.spike_counts for m in measurements], ~self.dead), T)
+        loop2.fano.add(loop2.fano_sample(sub_counts, ~self.dead), T)
         # dead: no spike in any window, the excitation-only probe included (a live neuron fires hard there)
         self.dead = ~self.spikes_any
         live = ~self.dead
         c, n_live = self.group_counts(counts, live)
-        codes = windows[0].codes
-        ln_s, ln_r = self.lattice.applied_state(codes, self.state.ln_s, self.state.ln_r)
+        blocks = self._block_observation(measurements, applied, ln_s, ln_r, live) if dithered else (None,) * 3
         self.last_ms = T
         # loop 1: ratio from the balance least squares
-        self.balance_est = self.balance.measured_index(ysum, ycnt, self.lattice.gains(codes)[0])
+        ge = self.lattice.gains(windows[0].codes)[0]
+        if dithered:
+            ge = sum(self.lattice.gains(w.codes)[0] * t for w, t in zip(windows, lens)) / lens.sum()
+        self.balance_est = self.balance.measured_index(ysum, ycnt, ge)
         self.state.ln_r = self.balance.solve(self.state.ln_s, self.state.ln_r, self.cfg.max_ratio_step,
                                              loop2.ratios_frozen)
         # loop 2: scale from the rate model (per group, or per population)
-        obs = LoopObservation(counts, live, c, n_live, ln_s, ln_r, T, self.model_ms, self.balance.balance_se)
+        obs = LoopObservation(counts, live, c, n_live, ln_s, ln_r, T, self.model_ms, self.balance.balance_se, *blocks)
         loop2.step(self.state, self.lattice, obs)
         self.codes = self._codes_from_state()
         sched = loop2.schedule(self.state, obs, self.balance.measured_ms)
@@ -254,6 +310,23 @@ class DualLoop(Controller):
         else:
             self.next_ms = sched.next_ms
         return self._record(obs)
+
+    def _block_observation(self, measurements: Sequence[Measurement], applied: list, ln_s: np.ndarray,
+                           ln_r: np.ndarray, live: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """A dithered window's blocks: each group's count per block, and each block's applied offset from the
+        window's state (its length-weighted mean)."""
+        k = len(measurements)
+        cnt = np.zeros((DITHER_BLOCKS, self.n_groups))
+        ds = np.zeros((DITHER_BLOCKS, self.n_groups))
+        dr = np.zeros((DITHER_BLOCKS, self.n_groups))
+        per = np.zeros(DITHER_BLOCKS)
+        for i, (m, a) in enumerate(zip(measurements, applied)):
+            j = i * DITHER_BLOCKS // k
+            cnt[j] += self.group_counts(m.spike_counts, live)[0]
+            ds[j] += a[0] - ln_s
+            dr[j] += a[1] - ln_r
+            per[j] += 1
+        return cnt, ds / per[:, None], dr / per[:, None]
 
     def _record(self, obs: LoopObservation) -> LoopRecord:
         c, n_live, T = obs.group_counts, obs.group_live, obs.window_ms

@@ -31,7 +31,8 @@ class GroupRateLoop:
         self.cfg = cfg
         self.group_of, self.n_groups, self.shared = group_of, n_groups, shared
         self.target_g = target_g
-        self.model = RateModel(beta0=cfg.beta0, gamma0=cfg.gamma0, beta_sd=cfg.beta_sd, near=cfg.near, near_latest=cfg.near_latest,
+        self.model = RateModel(beta0=cfg.beta0, gamma0=cfg.gamma0, beta_sd=cfg.beta_sd, near=cfg.near,
+                               near_latest=cfg.near_latest, near_latest_dithered=cfg.near_latest_dithered,
                                halflife_ms=cfg.forget_halflife_ms, prior_rate_se=cfg.prior_rate_se,
                                start_ln_s=start_ln_s, start_ln_r=start_ln_r)
         self.fano = FanoEstimate(1.0, 0.2, 5.0)
@@ -63,7 +64,8 @@ class GroupRateLoop:
 
     def step(self, state: LoopState, lattice: CodeLattice, obs: LoopObservation) -> None:
         """Add the window, refit, and set each group's next scale (``state.ln_s``, clipped)."""
-        window = RateWindow(obs.ln_s, obs.ln_r, obs.group_counts, obs.group_live, obs.window_ms, obs.end_ms)
+        window = RateWindow(obs.ln_s, obs.ln_r, obs.group_counts, obs.group_live, obs.window_ms, obs.end_ms,
+                            obs.block_counts, obs.block_ds, obs.block_dr)
         self.model.add(window)
 
         lt = np.log(self.target_g)

@@ -57,6 +57,11 @@ class LoopObservation:
     window_ms: float
     end_ms: float
     balance_se: np.ndarray
+    # dithered windows (docs/controller.md, "Slopes from deliberate excursions"): per block, each group's count and
+    # its applied state's offset from the window's state (``ln_s``, ``ln_r``, the blocks' mean); None otherwise
+    block_counts: Optional[np.ndarray] = None
+    block_ds: Optional[np.ndarray] = None
+    block_dr: Optional[np.ndarray] = None
 
 
 @dataclass(frozen=True)
