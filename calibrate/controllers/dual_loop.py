@@ -49,7 +49,7 @@ from .state import LoopObservation, LoopState, RateLoop
 
 __all__ = ["DualLoop", "ProxySampler"]
 
-# dithered loop windows (DualLoopSettings.dither_scale): four blocks, the scale's and the ratio's sign patterns
+# dithered loop windows (DualLoopSettings.dither_rate): four blocks, the scale's and the ratio's sign patterns
 DITHER_BLOCKS = 4
 DITHER_SCALE_PATTERN = (1.0, -1.0, -1.0, 1.0)
 DITHER_RATIO_PATTERN = (1.0, 1.0, -1.0, -1.0)
@@ -275,10 +275,12 @@ class DualLoop(Controller):
         applied = [self.lattice.applied_state(w.codes, self.state.ln_s, self.state.ln_r) for w in windows]
         lens = np.array([m.window_ms for m in measurements])
         dithered = any(any(not np.array_equal(w.codes[k], windows[0].codes[k]) for k in w.codes) for w in windows)
-        ln_s, ln_r = applied[0]
-        if dithered:  # the window's state: its blocks' length-weighted mean
-            ln_s = sum(a[0] * t for a, t in zip(applied, lens)) / lens.sum()
-            ln_r = sum(a[1] * t for a, t in zip(applied, lens)) / lens.sum()
+
+        def window_mean(values: list) -> np.ndarray:
+            # a dithered window's blocks ran at different codes: its state is their length-weighted mean
+            return sum(v * t for v, t in zip(values, lens)) / lens.sum() if dithered else values[0]
+
+        ln_s, ln_r = window_mean([a[0] for a in applied]), window_mean([a[1] for a in applied])
         sub_counts = [m.spike_counts for m in measurements]
         if dithered:
             # the blocks' deliberate offsets moved each neuron's expected count: take them out of the Fano sample
@@ -294,9 +296,7 @@ class DualLoop(Controller):
         blocks = self._block_observation(measurements, applied, ln_s, ln_r, live) if dithered else (None,) * 3
         self.last_ms = T
         # loop 1: ratio from the balance least squares
-        ge = self.lattice.gains(windows[0].codes)[0]
-        if dithered:
-            ge = sum(self.lattice.gains(w.codes)[0] * t for w, t in zip(windows, lens)) / lens.sum()
+        ge = window_mean([self.lattice.gains(w.codes)[0] for w in windows])
         self.balance_est = self.balance.measured_index(ysum, ycnt, ge)
         self.state.ln_r = self.balance.solve(self.state.ln_s, self.state.ln_r, self.cfg.max_ratio_step,
                                              loop2.ratios_frozen)
