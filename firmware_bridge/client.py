@@ -29,7 +29,7 @@ from .errors import BoardError, LinkLost, VerifyChanged
 from .firmware import messages as M
 from .firmware import nvm
 from .firmware import wire as W
-from .replies import Hello, MeasureResult, TrackerStatus
+from .replies import Hello, MeasureResult, TrackerStatus, decode_reply
 from .transport import Transport, TransportError
 
 __all__ = ["Timing", "LinkStats", "Hello", "MeasureResult", "TrackerStatus", "BoardClient"]
@@ -450,10 +450,7 @@ class BoardClient:
                                  lambda size: M.pack_track_read(what, knob, len(out), max(1, min(0xFFFF, size // width))),
                                  op_s=h.op_ms / 1000.0, reply_extra=16)
             payload = self._ok(r, "TRACK_READ")
-            try:
-                _, _, first, tot, values = M.unpack_track_read_reply(payload, k.bits)
-            except ValueError as e:
-                raise protocol.RemoteProtocolError(f"malformed TRACK_READ reply: {e}") from None
+            _, _, first, tot, values = decode_reply(M.unpack_track_read_reply, payload, "TRACK_READ reply", k.bits)
             if first != len(out) or (not values and len(out) < tot):
                 raise protocol.RemoteProtocolError("TRACK_READ returned the wrong piece")
             total = tot

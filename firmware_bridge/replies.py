@@ -11,7 +11,16 @@ from . import protocol
 from .firmware import messages as M
 from .firmware import nvm
 
-__all__ = ["KnobInfo", "Hello", "MeasureResult", "TrackerStatus"]
+__all__ = ["KnobInfo", "Hello", "MeasureResult", "TrackerStatus", "decode_reply"]
+
+
+def decode_reply(unpack, payload: bytes, what: str, *args):
+    """``unpack(payload, *args)``; a payload it cannot read is the board breaking the protocol, one line naming
+    the reply (``RemoteProtocolError``), not a ValueError from deep in the decoder."""
+    try:
+        return unpack(payload, *args)
+    except ValueError as e:
+        raise protocol.RemoteProtocolError(f"malformed {what}: {e}") from None
 
 
 @dataclass(frozen=True)
@@ -55,10 +64,7 @@ class Hello:
 
     @classmethod
     def from_payload(cls, payload: bytes) -> "Hello":
-        try:
-            h = M.unpack_hello(payload)
-        except ValueError as e:
-            raise protocol.RemoteProtocolError(f"malformed HELLO reply: {e}") from None
+        h = decode_reply(M.unpack_hello, payload, "HELLO reply")
         knobs = tuple(KnobInfo(k["name"], M.SHARING[k["sharing"]], M.DACS[k["dac"]], k["bits"], k["code_ref"],
                                k["n_groups"]) for k in h["knobs"])
         return cls(proto=h["proto"], firmware="%d.%d.%d" % h["fw"], uid=h["uid"], profile=h["profile"],
@@ -148,10 +154,7 @@ class TrackerStatus:
     def from_payload(cls, payload: bytes) -> "TrackerStatus":
         from .firmware import tracker as TR
 
-        try:
-            d = M.unpack_track_status(payload)
-        except ValueError as e:
-            raise protocol.RemoteProtocolError(f"malformed tracker status: {e}") from None
+        d = decode_reply(M.unpack_track_status, payload, "tracker status")
         why = TR.WHY_TEXT[d["why"]] if d["why"] < len(TR.WHY_TEXT) else f"reason {d['why']}"
         return cls(running=bool(d["running"]), why="running" if d["running"] else why,
                    section=("none", "off at boot", "on at boot")[min(d["section"], 2)], windows=d["windows"],
