@@ -216,7 +216,7 @@ class OnboardTrackingResult:
     nvm_unchanged: bool
     tracked_table: GainTable
     sim_cpu_s: float
-    host: Optional[TrackingResult] = None  # host-side tracking (``eical track``) on the same chip and ramp
+    host: Optional[TrackingResult] = None  # host-side tracking by the dual loop (``eical track --estimator dual-loop``)
 
     def worst(self, side: str) -> dict:
         """The worst true figures over the checkpoints of ``side`` ("onboard" or "static")."""
@@ -279,8 +279,9 @@ def run_onboard_tracking(profile: Any, seed: int, table: GainTable, ramp: Ramp, 
                          replay_s: float = 60.0, host: bool = False, host_halflife_s: float = 15.0,
                          progress: Optional[Callable[[int, float, Any], None]] = None) -> OnboardTrackingResult:
     """The on-board tracker through ``ramp``, judged by the emulated chip's truth, against the same chip on its
-    static table, and (``host``) against host-side tracking (``calibrate.tracking.run_tracking``) of the same chip
-    and ramp.
+    static table, and (``host``) against host-side tracking by the dual loop with forgetting
+    (``calibrate.tracking.run_tracking``, estimator "dual-loop"; its "board" estimator would repeat the board's run
+    bit for bit) of the same chip and ramp.
 
     A board in this process (the real firmware, the numpy chip behind ``NumpyChipPort``, a RAM NVM) is flashed
     with ``table`` (format 2: it needs a tracker section); the host sends TRACK_START and then nothing: the board
@@ -312,5 +313,5 @@ def run_onboard_tracking(profile: Any, seed: int, table: GainTable, ramp: Ramp, 
                                 tracked_table=run["tracked"], sim_cpu_s=run["sim_cpu"])
     if host:
         out.host = run_tracking(profile, seed, table, ramp, checkpoints=checkpoints, replay_s=replay_s,
-                                halflife_s=host_halflife_s)
+                                halflife_s=host_halflife_s, estimator="dual-loop")
     return out

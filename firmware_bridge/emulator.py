@@ -42,7 +42,7 @@ from typing import Callable, Optional
 from .firmware import nvm
 from .firmware.board import Board
 
-__all__ = ["NumpyChipPort", "TemperatureRamp", "ModelClock", "serve_fd", "open_pty", "find_micropython",
+__all__ = ["NumpyChipPort", "chip_info", "TemperatureRamp", "ModelClock", "serve_fd", "open_pty", "find_micropython",
            "run_emulator"]
 
 FIRMWARE_PARENT = Path(__file__).resolve().parent  # the directory holding firmware/
@@ -136,6 +136,25 @@ class ModelClock:
                 self.behind_ms += late
 
 
+def chip_info(device) -> dict:
+    """What the board's firmware knows of the chip ``device`` emulates (its HELLO info: identity, geometry, counter
+    width, proxy channels, and the knobs as dicts of name, sharing, dac, bits, code_ref and n_groups)."""
+    ident = device.identity
+    prof = getattr(device, "profile", None)
+    counter_bits = 16
+    if prof is not None:
+        try:
+            counter_bits = int(prof["observe"]["counter_bits"])
+        except (KeyError, TypeError):
+            pass
+    knobs = [{"name": k.name, "sharing": k.sharing, "dac": k.dac, "bits": k.bits, "code_ref": k.code_ref,
+              "n_groups": k.n_groups} for k in device.knobs.values()]
+    return {"uid": ident.uid, "profile": ident.profile, "profile_sha256": ident.profile_sha256,
+            "n_neurons": ident.n_neurons, "n_cores": ident.n_cores, "model": ident.model,
+            "dt_ms": float(ident.dt_ms), "speedup": float(ident.speedup), "counter_bits": counter_bits,
+            "proxy_channels": getattr(ident, "proxy_channels", "all"), "knobs": knobs}
+
+
 class NumpyChipPort:
     """Adapt a ``hw_models`` Device (the numpy emulator) to the firmware's chip port.
 
@@ -167,22 +186,7 @@ class NumpyChipPort:
         self.windows = 0
 
     def info(self) -> dict:
-        d = self.device
-        ident = d.identity
-        prof = getattr(d, "profile", None)
-        counter_bits = 16
-        if prof is not None:
-            try:
-                counter_bits = int(prof["observe"]["counter_bits"])
-            except (KeyError, TypeError):
-                pass
-        knobs = [{"name": k.name, "sharing": k.sharing, "dac": k.dac, "bits": k.bits, "code_ref": k.code_ref,
-                  "n_groups": k.n_groups} for k in d.knobs.values()]
-        return {"uid": ident.uid, "profile": ident.profile, "profile_sha256": ident.profile_sha256,
-                "n_neurons": ident.n_neurons, "n_cores": ident.n_cores, "model": ident.model,
-                "dt_ms": float(ident.dt_ms), "speedup": float(ident.speedup), "counter_bits": counter_bits,
-                "proxy_channels": getattr(ident, "proxy_channels", "all"), "knobs": knobs,
-                "measure_ms_per_s": self.measure_ms_per_s}
+        return {**chip_info(self.device), "measure_ms_per_s": self.measure_ms_per_s}
 
     def set_codes(self, codes: dict) -> None:
         import numpy as np

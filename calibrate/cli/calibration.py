@@ -289,8 +289,10 @@ def _print_calibration(summary: dict, outcome: Any, out: Path, args: argparse.Na
 def _cmd_track(args: argparse.Namespace) -> int:
     from hw_models.table import GainTable
 
-    from ..tracking import Ramp, run_tracking
+    from ..tracking import Ramp, TrackerUnfit, run_tracking
 
+    if args.on_board is not None and args.estimator is not None:
+        raise CliError("--estimator chooses the host side's estimator; the board runs its own")
     if args.on_board is not None:
         if args.port is None:
             raise CliError("eical track --on-board needs --port P (the board whose tracker to start, stop or ask)")
@@ -311,18 +313,26 @@ def _cmd_track(args: argparse.Namespace) -> int:
     if args.out is not None:
         prepare_output_dir(args.out, "tracking run", overwrite=args.overwrite)
     table = GainTable.load(args.table)
+    if args.estimator == "board" and not table.tracker:
+        raise CliError(f"{args.table}: no tracker section (a format-1 table), so no board estimator to run; "
+                       "use --estimator dual-loop, or a table from a calibration by this eical")
     pp = ProgressPrinter("tracking", max_iterations=args.checkpoints, counter="checkpoint")
     try:
         pp.phase("tracking", total=args.temperature_ramp[2], unit="s")
         result = run_tracking(args.profile, args.seed, table, Ramp(*args.temperature_ramp),
-                              checkpoints=args.checkpoints, replay_s=args.replay, progress=pp, out=args.out)
+                              checkpoints=args.checkpoints, replay_s=args.replay, estimator=args.estimator,
+                              progress=pp, out=args.out)
+    except TrackerUnfit as e:
+        raise CliError(f"{args.table}: {e}") from None
     finally:
         pp.close()
     if args.json:
         print_json(result.to_dict())
         return ExitCode.OK
     r = result.ramp
-    print(f"tracked {args.profile} seed {args.seed} over {r.t0_k:.1f} -> {r.t1_k:.1f} K in {r.seconds:.0f} s")
+    print(f"tracked {args.profile} seed {args.seed} over {r.t0_k:.1f} -> {r.t1_k:.1f} K in {r.seconds:.0f} s "
+          f"({result.estimator} estimator, {result.windows} windows"
+          + (f", {result.frozen_groups} groups frozen" if result.frozen_groups else "") + ")")
     print("  t [s]    T [K]   tracked: rate  CV     bal p95 | static: rate  CV     bal p95")
     for c in result.checkpoints:
         a, s = c.tracked, c.static
@@ -414,8 +424,10 @@ def add_subcommands(sub: Any) -> None:
 
     t = sub.add_parser("track", help="keep a chip calibrated through drift: an emulated chip from the host, or a "
                        "board's own tracker (--on-board)",
-                       description="Host side: warm-start from TABLE and track a temperature ramp with the dual loop; "
-                                   "compare with the same chip on its static table. --port P --on-board "
+                       description="Host side: warm-start from TABLE and track a temperature ramp of an emulated "
+                                   "chip, with the on-board tracker's estimator (a table with a tracker section) or "
+                                   "the dual loop with forgetting; compare with the same chip on its static table. "
+                                   "--port P --on-board "
                                    "start|stop|status: the board's own tracker (RAM only; docs/protocol.md section 12).")
     t.add_argument("--profile", help="device profile name or YAML path (host side)")
     add_seed_argument(t)
@@ -429,6 +441,10 @@ def add_subcommands(sub: Any) -> None:
     port_args(t, required=False)
     t.add_argument("--revert", action="store_true", help="--on-board stop: put the flashed table's codes back in "
                    "RAM (default: keep the tracked ones)")
+    t.add_argument("--estimator", choices=("board", "dual-loop"),
+                   help="host side: 'board' runs the on-board tracker's code and settings from the table's tracker "
+                   "section (the default when it has one: the figures a board would give), 'dual-loop' the dual loop "
+                   "with forgetting (the default for a table without a tracker section)")
     t.add_argument("--backend", default="numpy", help="emulator backend (only numpy runs a temperature ramp)")
     t.add_argument("--checkpoints", type=positive_int, default=6, metavar="N",
                    help="true-figure checkpoints along the ramp (default 6)")

@@ -98,6 +98,13 @@ TRANSITIONS[(IDLE, W.T_ROLLBACK)] = IDLE
 TRANSITIONS[(TRACKING, W.T_ROLLBACK)] = TRACKING
 
 
+def board_knobs(chip_knobs):
+    """The firmware's knob dicts (sharing and DAC kind as their codes in HELLO) of a chip port's ``info()["knobs"]``
+    (names)."""
+    return [{"name": k["name"], "sharing": M.SHARING.index(k["sharing"]), "dac": M.DACS.index(k.get("dac", "linear")),
+             "bits": k["bits"], "code_ref": k["code_ref"], "n_groups": k["n_groups"]} for k in chip_knobs]
+
+
 class Board(TrackerHandlers):
     """One board: boots from the flash, then answers frames.
 
@@ -133,11 +140,7 @@ class Board(TrackerHandlers):
         self.info = info
         self.uid = info["uid"]
         self.sha = binascii.unhexlify(info["profile_sha256"])
-        self.knobs = []
-        for k in info["knobs"]:
-            self.knobs.append({"name": k["name"], "sharing": M.SHARING.index(k["sharing"]),
-                               "dac": M.DACS.index(k.get("dac", "linear")), "bits": k["bits"],
-                               "code_ref": k["code_ref"], "n_groups": k["n_groups"]})
+        self.knobs = board_knobs(info["knobs"])
         self.max_payload = max_payload
         self.erase_ms = erase_ms
         self.op_ms = op_ms

@@ -19,23 +19,12 @@ class TrackerHandlers:
         a = self.store.active
         if a is None or a.get("tracker") is None:
             return W.E_TABLE
-        names = [k["name"] for k in self.knobs]
-        if "gain_e" not in names or "gain_i" not in names or len(names) != 2:
-            return W.E_TABLE
-        ie, ii = names.index("gain_e"), names.index("gain_i")
-        ke, ki = self.knobs[ie], self.knobs[ii]
-        if ke["dac"] != 0 or ki["dac"] != 0 or ke["n_groups"] != ki["n_groups"]:
-            return W.E_TABLE  # the tracker drives linear DACs shared alike
-        info = self.info
         try:
-            tr = TR.Tracker(a["tracker"], a["codes"][ie], a["codes"][ii], ke["code_ref"], ki["code_ref"], ke["bits"],
-                            ki["bits"], info["n_neurons"], info.get("n_cores", 1),
-                            info.get("proxy_channels", "all") == "one_per_core",
-                            (1 << info.get("counter_bits", 16)) - 1)
+            tr, knob_index = new_tracker(a["tracker"], self.knobs, a["codes"], self.info)
         except ValueError:
             return W.E_TABLE
         self.tracker = tr
-        self.track_knobs = (ie, ii)
+        self.track_knobs = knob_index
         self.start_ms = self.model_ms
         self.codes = [list(c) for c in a["codes"]]
         self._dirty = True
@@ -154,3 +143,23 @@ class TrackerHandlers:
             return W.E_RANGE, b""
         k = min(count, total - first, (self.max_payload - 12) // width)
         return W.OK, M.pack_track_read_reply(what, knob, first, total, list(values[first:first + k]), spec["bits"])
+
+
+def new_tracker(section, knobs, codes, info):
+    """A Tracker for a chip with ``knobs`` (the board's knob dicts: name, dac, bits, code_ref, n_groups) and
+    ``info`` (n_neurons, n_cores, proxy_channels, counter_bits), started at ``codes`` (per knob, in ``knobs``'
+    order) with the table's tracker ``section`` (as ``nvm.decode_payload`` returns it). Returns (tracker, (index of
+    gain_e, index of gain_i)); raises ValueError when the tracker cannot drive this chip: it needs exactly the
+    knobs gain_e and gain_i on linear DACs shared alike. The board and a host-side run (calibrate.tracking) build
+    it here, so both run the same estimator."""
+    names = [k["name"] for k in knobs]
+    if "gain_e" not in names or "gain_i" not in names or len(names) != 2:
+        raise ValueError("the tracker drives exactly the knobs gain_e and gain_i")
+    ie, ii = names.index("gain_e"), names.index("gain_i")
+    ke, ki = knobs[ie], knobs[ii]
+    if ke["dac"] != 0 or ki["dac"] != 0 or ke["n_groups"] != ki["n_groups"]:
+        raise ValueError("the tracker drives linear DACs shared alike")
+    tr = TR.Tracker(section, codes[ie], codes[ii], ke["code_ref"], ki["code_ref"], ke["bits"], ki["bits"],
+                    info["n_neurons"], info.get("n_cores", 1), info.get("proxy_channels", "all") == "one_per_core",
+                    (1 << info.get("counter_bits", 16)) - 1)
+    return tr, (ie, ii)
