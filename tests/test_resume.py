@@ -127,12 +127,17 @@ def test_sigint_to_a_running_calibration_then_resume_gives_the_uninterrupted_tab
                          timeout=600, env=env)
     assert ref.returncode == 0, ref.stderr
     d = tmp_path / "cut"
-    proc = subprocess.Popen(eical + args + ["--out", str(d)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True, env=env)
+    # the interrupted run is eical with each history save followed by a pause, so that the signal surely lands
+    # mid-run: with the compiled engine the iterations after the second take well under a second, and on a loaded
+    # machine the run twice ended before the signal reached it (exit 0)
+    slow = ("import sys, time\nfrom calibrate.history import History\nsave = History.save\n"
+            "def paced(self, path):\n    save(self, path)\n    time.sleep(0.5)\n"
+            "History.save = paced\nfrom calibrate.cli import main\nsys.exit(main(sys.argv[1:]))\n")
+    proc = subprocess.Popen([sys.executable, "-c", slow, "calibrate"] + args + ["--out", str(d)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
     try:
         deadline = time.monotonic() + 300
-        # two whole iterations on disk: the windows double, so most of the run still lies ahead (waiting for 4 of
-        # bss2's 11, a loaded machine once saw the run end before the signal)
+        # two whole iterations on disk, most of the run still ahead
         while time.monotonic() < deadline and proc.poll() is None:
             try:
                 if len(History.load(d / "history.npz").iterations) >= 2:
