@@ -186,7 +186,7 @@ def _track_with_board_estimator(dev: Any, table: GainTable, ramp: Ramp, marks: l
     """The on-board tracker's estimator, built as the board builds it from the same table bytes, reading the chip
     through ``dev``: one sub-window at a time, the temperature set at each sub-window's middle (as the board
     emulator's chip port does). (final codes, windows run, frozen groups)."""
-    from firmware_bridge.emulator import chip_info
+    from firmware_bridge.emulator import chip_info, firmware_reading
     from firmware_bridge.firmware import nvm
     from firmware_bridge.firmware.board import board_knobs
     from firmware_bridge.firmware.board_tracker import new_tracker
@@ -218,8 +218,8 @@ def _track_with_board_estimator(dev: Any, table: GainTable, ramp: Ramp, marks: l
             checkpoint(marks.pop(0), running)
         dev.set_temperature(ramp.at(t_ms + ms / 2))
         m = dev.measure(ms, monitor)
-        proxies = [None if not o or not np.isfinite(p) else float(p) for p, o in zip(m.proxy_pa, m.observed)]
-        new = tracker.add_subwindow([int(c) for c in m.spike_counts], proxies, ms, m.temperature_k)
+        counts, proxies = firmware_reading(m)
+        new = tracker.add_subwindow(counts, proxies, ms, m.temperature_k)
         t_ms += ms
         if new is not None:
             current = {names[ie]: np.asarray(new[0], dtype=np.int64), names[ii]: np.asarray(new[1], dtype=np.int64)}

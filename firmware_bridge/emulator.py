@@ -42,8 +42,8 @@ from typing import Callable, Optional
 from .firmware import nvm
 from .firmware.board import Board
 
-__all__ = ["NumpyChipPort", "chip_info", "TemperatureRamp", "ModelClock", "serve_fd", "open_pty", "find_micropython",
-           "run_emulator"]
+__all__ = ["NumpyChipPort", "chip_info", "firmware_reading", "TemperatureRamp", "ModelClock", "serve_fd", "open_pty",
+           "find_micropython", "run_emulator"]
 
 FIRMWARE_PARENT = Path(__file__).resolve().parent  # the directory holding firmware/
 
@@ -155,6 +155,13 @@ def chip_info(device) -> dict:
             "proxy_channels": getattr(ident, "proxy_channels", "all"), "knobs": knobs}
 
 
+def firmware_reading(m) -> tuple[list, list]:
+    """A ``hw_models`` Measurement as the firmware reads it: spike counts as ints, proxies in pA with None where a
+    channel was not observed (or read no number)."""
+    proxies = [None if not o or not math.isfinite(p) else float(p) for p, o in zip(m.proxy_pa, m.observed)]
+    return [int(c) for c in m.spike_counts], proxies
+
+
 class NumpyChipPort:
     """Adapt a ``hw_models`` Device (the numpy emulator) to the firmware's chip port.
 
@@ -210,8 +217,8 @@ class NumpyChipPort:
         m = self.device.measure(window_ms, monitor)
         self.clock.end(start, window_ms)
         self.windows += 1
-        proxies = [None if not o or not math.isfinite(p) else float(p) for p, o in zip(m.proxy_pa, m.observed)]
-        return [int(c) for c in m.spike_counts], proxies, float(m.hardware_ms), m.temperature_k
+        counts, proxies = firmware_reading(m)
+        return counts, proxies, float(m.hardware_ms), m.temperature_k
 
     def codes_at(self, model_ms: float) -> Optional[dict]:
         """The codes the chip ran at model time ``model_ms`` (from ``code_log``; None before the first entry)."""
