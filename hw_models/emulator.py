@@ -100,7 +100,7 @@ class NumpyDevice:
     profile: a Profile, a profile name or a path.
     seed: the mismatch seed (the same seed gives the same chip and, with the same codes, the same spikes).
     temperature_k: chip temperature (default: the profile's T0).
-    recorder: optional ``hw_models.recording.Recorder`` fed with spikes and samples.
+    recorder: optional ``hw_models.recorder.Recorder`` fed with spikes and samples.
     record_isyn: also compute the true net synaptic current (diagnostic; slower).
     input_stream: independent realisation of the inputs and read noise (see ``Engine``); 0 by default.
     threads: threads for the engine (default ``hw_models.engine.default_threads()``, i.e. 1 unless the process set

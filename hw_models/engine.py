@@ -198,7 +198,7 @@ class Engine(WindowedEngine):
     ----------
     chip: the drawn chip.
     temperature_k: chip temperature; None means the profile's T0 (no drift).
-    recorder: an ``hw_models.recording.Recorder`` (or anything with ``on_spikes``/``on_sample``), or None.
+    recorder: an ``hw_models.recorder.Recorder`` (or anything with ``on_spikes``/``on_sample``), or None.
     record_isyn: also accumulate the true net synaptic current (cond_lif; a few extra operations per step).
     input_stream: which independent realisation of the Poisson inputs and ADC read noise to draw (0, the default,
         is what every backend uses; an evaluation replay uses another so it does not re-live the calibration's own

@@ -17,7 +17,8 @@ import numpy as np
 import pytest
 
 from calibrate.diagnostics import diagnose
-from hw_models.recording import Recorder, Recording
+from hw_models.recorder import Recorder
+from hw_models.recording import Recording
 
 C, GL, EL, VTH, VRESET, TREF, TAU_E, TAU_I, EE, EI, VBAL = (
     200.0, 10.0, -70.0, -50.0, -60.0, 2.0, 5.0, 10.0, 0.0, -80.0, -55.0,

@@ -7,7 +7,8 @@ import warnings
 import numpy as np
 import pytest
 
-from hw_models.recording import NEURON_MEAN_KEYS, POPS, QUANTITIES, Recorder, Recording
+from hw_models.recorder import Recorder
+from hw_models.recording import NEURON_MEAN_KEYS, POPS, QUANTITIES, Recording
 
 N = 50
 DT = 0.1
@@ -158,3 +159,12 @@ def test_default_budget_holds_a_4096_neuron_chip_for_100_s():
 
 def test_disk_mode_is_unbounded(tmp_path):
     assert set(Recorder(10, DT, path=tmp_path / "r").capacity().values()) == {None}
+
+
+def test_the_recorder_is_still_importable_from_hw_models_recording():
+    """Before the split the recorder lived in hw_models.recording; code that imports it from there keeps working."""
+    from hw_models import recording
+
+    assert recording.Recorder is Recorder
+    with pytest.raises(AttributeError):
+        recording.NoSuchThing  # noqa: B018

@@ -1,7 +1,7 @@
 """Recordings of an emulated chip at given codes, for diagnostics (``eical diagnose`` and calibration reports).
 
 An emulated chip (``NumpyDevice``, or ``LavaDevice`` with the same spikes) is set to the codes, run for a short
-settle, then recorded through a :class:`hw_models.recording.Recorder`. The recording uses input stream 2
+settle, then recorded through a :class:`hw_models.recorder.Recorder`. The recording uses input stream 2
 (``DIAGNOSTICS_INPUT_STREAM``): stream 0 is what a calibration itself saw and stream 1 is the ``true_figures``
 replay, so the diagnosis judges the codes on inputs neither has seen.
 """
@@ -13,7 +13,8 @@ from typing import Any, Callable, Dict, Mapping, Optional, Tuple
 import numpy as np
 
 from hw_models.profile import Profile, load_profile
-from hw_models.recording import Recorder, Recording
+from hw_models.recorder import Recorder
+from hw_models.recording import Recording
 
 from ..figures import exc_mask
 from .defaults import DEFAULT_REPORT_DURATION_S, DEFAULT_SETTLE_S, DIAGNOSTICS_INPUT_STREAM
@@ -53,7 +54,7 @@ class _Gate:
             self.recorder.on_spikes(step, neurons)
 
     def on_spike_block(self, steps: np.ndarray, neurons: np.ndarray) -> None:
-        # the compiled engine hands over a window's spikes in one call (hw_models.recording.Recorder)
+        # the compiled engine hands over a window's spikes in one call (hw_models.recorder.Recorder)
         if self.open:
             self.recorder.on_spike_block(steps, neurons)
 
@@ -98,7 +99,7 @@ def record_chip(
         ``"numpy"`` or ``"lava"`` (bit-identical spikes; Lava needs Python 3.10 and lava-nc and raises
         :class:`calibrate.backends.BackendUnavailable` otherwise).
     sample_every_steps, path, max_memory_mb
-        Passed to :class:`~hw_models.recording.Recorder` (``path``: write the recording there, memory-mapped).
+        Passed to :class:`~hw_models.recorder.Recorder` (``path``: write the recording there, memory-mapped).
     chip : hw_models.chip.Chip, optional
         An already drawn chip of this profile and seed (saves drawing it again).
     progress : callable(phase, done_s, total_s), optional
