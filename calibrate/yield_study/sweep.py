@@ -25,7 +25,8 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from hw_models.profile import SCHEMA, Leaf, Node, Profile, ProfileError
+from hw_models.profile import Profile
+from hw_models.profile_schema import SCHEMA, Leaf, Node, ProfileError
 
 __all__ = ["Sweep", "SweepError", "parse_sweep", "grid", "point_key", "apply_point", "scale_mismatch",
            "with_dac_bits", "MISMATCH_SCALE"]
