@@ -128,7 +128,7 @@ def run_tracking(profile: Any, seed: int, table: GainTable, ramp: Ramp, *, check
         raise ValueError(f"unknown estimator {estimator!r}; one of {', '.join(ESTIMATORS)}")
     if estimator == "board" and not table.tracker:
         raise TrackerUnfit("the board estimator needs a table with a tracker section (format 2: a calibration by "
-                         "this eical writes one); use the dual-loop estimator for this table")
+                           "this eical writes one); use the dual-loop estimator for this table")
     dev = NumpyDevice(profile, seed, temperature_k=ramp.t0_k)
     table.check_identity(dev.identity)
     table.check_knobs(dev.knobs)
