@@ -24,7 +24,8 @@ from calibrate.diagnostics import (
     population_spectrum,
     sort_by_neuron,
 )
-from hw_models.recording import NEURON_MEAN_KEYS, POPS, QUANTITIES, Recorder, Recording
+from hw_models.recorder import Recorder
+from hw_models.recording import NEURON_MEAN_KEYS, POPS, QUANTITIES, Recording
 
 N_NEURONS = 4096
 DURATION_MS = 100_000.0

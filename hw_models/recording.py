@@ -31,16 +31,6 @@ FORMAT = "eical-recording-1"
 PathLike = Union[str, "os.PathLike[str]"]
 
 
-def __getattr__(name: str) -> Any:
-    # ``from hw_models.recording import Recorder`` keeps working: the recorder imports this module, so it is
-    # looked up on first use rather than imported here
-    if name == "Recorder":
-        from .recorder import Recorder
-
-        return Recorder
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
 @dataclass
 class Recording:
     """What a :class:`Recorder` produced: a spike raster and sampled state, for ``calibrate.diagnostics``.

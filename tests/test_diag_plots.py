@@ -6,7 +6,8 @@ import pytest
 
 from calibrate.diagnostics import diagnose
 from calibrate.diagnostics.plots import all_figures, isi_cv_histogram_png, raster_png
-from hw_models.recording import Recorder, Recording
+from hw_models.recorder import Recorder
+from hw_models.recording import Recording
 
 PNG = b"\x89PNG\r\n\x1a\n"
 

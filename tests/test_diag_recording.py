@@ -160,11 +160,3 @@ def test_default_budget_holds_a_4096_neuron_chip_for_100_s():
 def test_disk_mode_is_unbounded(tmp_path):
     assert set(Recorder(10, DT, path=tmp_path / "r").capacity().values()) == {None}
 
-
-def test_the_recorder_is_still_importable_from_hw_models_recording():
-    """Before the split the recorder lived in hw_models.recording; code that imports it from there keeps working."""
-    from hw_models import recording
-
-    assert recording.Recorder is Recorder
-    with pytest.raises(AttributeError):
-        recording.NoSuchThing  # noqa: B018

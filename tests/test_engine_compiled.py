@@ -17,7 +17,7 @@ import pytest
 from hw_models import kernels
 from hw_models.emulator import NumpyDevice
 from hw_models.profile import load_profile
-from hw_models.recording import Recorder
+from hw_models.recorder import Recorder
 
 ROOT = Path(__file__).resolve().parents[1]
 STATS_FIELDS = ("spike_counts", "iexc", "iinh", "isyn", "mean_ge", "mean_gi")

@@ -194,7 +194,7 @@ def test_recorder_gets_the_same_calls(cond_profile, dpi_profile):
     """A recorder on the Lava backend sees numpy's calls (spikes and state samples, same steps, same values), even
     when a window's records span many more frames than the recording pipe holds; the real Recorder then gives the
     same recording."""
-    from hw_models.recording import Recorder
+    from hw_models.recorder import Recorder
 
     for profile in (cond_profile, dpi_profile):
         logs = []
