@@ -127,8 +127,8 @@ def run_tracking(profile: Any, seed: int, table: GainTable, ramp: Ramp, *, check
     if estimator not in ESTIMATORS:
         raise ValueError(f"unknown estimator {estimator!r}; one of {', '.join(ESTIMATORS)}")
     if estimator == "board" and not table.tracker:
-        raise TrackerUnfit("the board estimator needs a table with a tracker section (format 2: a calibration by "
-                           "this eical writes one); use the dual-loop estimator for this table")
+        raise TrackerUnfit("no tracker section (a format-1 table), so no board estimator to run; use the dual-loop "
+                           "estimator, or a table from a calibration by this eical")
     dev = NumpyDevice(profile, seed, temperature_k=ramp.t0_k)
     table.check_identity(dev.identity)
     table.check_knobs(dev.knobs)
@@ -153,8 +153,6 @@ def run_tracking(profile: Any, seed: int, table: GainTable, ramp: Ramp, *, check
     else:
         final, windows = _track_with_dual_loop(dev, static, rate, ramp, marks, checkpoint, window_s, halflife_s)
         frozen = 0
-    for _ in marks:
-        checkpoint(total_ms, final)
     out_result = TrackingResult(ramp=ramp, target_rate_hz=rate, checkpoints=rows, final_codes=final,
                                 windows=windows, start_table=table, estimator=estimator, frozen_groups=frozen)
     if out is not None:
@@ -178,6 +176,8 @@ def _track_with_dual_loop(dev: Any, static: dict, rate: float, ramp: Ramp, marks
 
     result = calibrate(dev, ctrl, targets=Targets(rate_hz=rate), start_codes=static, max_iterations=10 ** 6,
                        environment=environment)
+    while marks:  # the ramp's end
+        checkpoint(marks.pop(0), result.codes)
     return result.codes, len(result.history)
 
 
@@ -204,8 +204,11 @@ def _track_with_board_estimator(dev: Any, table: GainTable, ramp: Ramp, marks: l
     except ValueError as e:
         raise TrackerUnfit(f"the board estimator cannot drive this chip: {e}") from None
     names = [k["name"] for k in knobs]
-    current = {names[ie]: np.asarray(kn[ie]["codes"], dtype=np.int64),
-               names[ii]: np.asarray(kn[ii]["codes"], dtype=np.int64)}
+
+    def as_codes(code_e: list, code_i: list) -> dict:
+        return {names[ie]: np.asarray(code_e, dtype=np.int64), names[ii]: np.asarray(code_i, dtype=np.int64)}
+
+    current = as_codes(kn[ie]["codes"], kn[ii]["codes"])
     running = None  # the codes the chip runs: new codes reach it with the next sub-window (as on the board)
     total_ms = ramp.seconds * 1e3
     t_ms = 0.0
@@ -222,7 +225,7 @@ def _track_with_board_estimator(dev: Any, table: GainTable, ramp: Ramp, marks: l
         new = tracker.add_subwindow(counts, proxies, ms, m.temperature_k)
         t_ms += ms
         if new is not None:
-            current = {names[ie]: np.asarray(new[0], dtype=np.int64), names[ii]: np.asarray(new[1], dtype=np.int64)}
+            current = as_codes(new[0], new[1])
     while marks:  # the ramp's end: the codes the chip ran last
         checkpoint(marks.pop(0), running)
     return current, tracker.windows, tracker.figures()["frozen"]

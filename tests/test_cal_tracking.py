@@ -51,7 +51,7 @@ def test_a_format_1_table_tracks_with_the_dual_loop_and_cannot_ask_for_the_board
     res = run_tracking("devboard", 2, old, Ramp(300.0, 301.0, 10.0), checkpoints=2, replay_s=2.0)
     assert res.estimator == "dual-loop" and res.to_dict()["estimator"] == "dual-loop"
     assert not np.array_equal(res.final_codes["gain_e"], old.codes()["gain_e"])
-    with pytest.raises(TrackerUnfit, match="tracker section"):
+    with pytest.raises(TrackerUnfit, match="no tracker section"):
         run_tracking("devboard", 2, old, Ramp(300.0, 301.0, 10.0), estimator="board")
     with pytest.raises(ValueError, match="unknown estimator"):
         run_tracking("devboard", 2, table, Ramp(300.0, 301.0, 10.0), estimator="kalman")

@@ -313,9 +313,6 @@ def _cmd_track(args: argparse.Namespace) -> int:
     if args.out is not None:
         prepare_output_dir(args.out, "tracking run", overwrite=args.overwrite)
     table = GainTable.load(args.table)
-    if args.estimator == "board" and not table.tracker:
-        raise CliError(f"{args.table}: no tracker section (a format-1 table), so no board estimator to run; "
-                       "use --estimator dual-loop, or a table from a calibration by this eical")
     pp = ProgressPrinter("tracking", max_iterations=args.checkpoints, counter="checkpoint")
     try:
         pp.phase("tracking", total=args.temperature_ramp[2], unit="s")
